@@ -1,0 +1,86 @@
+"""Making the aiobotocore client: retries off, pool sized to the concurrency, and the
+run-batch operations added to botocore models that predate them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import cache
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from aiobotocore.session import AioSession, get_session
+from botocore.config import Config
+from botocore.loaders import create_loader
+
+from .service import API_VERSION, SERVICE_NAME
+
+_DATA = Path(__file__).parent / "data"
+_OPERATIONS = ("ListRunsInBatch", "ListBatch", "GetBatch")
+
+
+@cache
+def _bundled_model_lacks_batches() -> bool:
+    model = create_loader().load_service_model(SERVICE_NAME, "service-2", API_VERSION)
+    return not all(op in model["operations"] for op in _OPERATIONS)
+
+
+def add_missing_operations(session: AioSession) -> bool:
+    """Teach an older botocore (aioboto3 15.x pins 1.40) the run-batch operations.
+
+    Adds this package's `service-2.sdk-extras.json` to the session's data path, which
+    botocore merges into the omics model. Returns whether it was needed.
+    """
+    if not _bundled_model_lacks_batches():
+        return False
+    loader = session.get_component("data_loader")
+    if str(_DATA) not in loader.search_paths:
+        loader.search_paths.append(str(_DATA))
+    return True
+
+
+def aiobotocore_session(session: Any = None) -> AioSession:
+    """An aiobotocore session from None (the default chain), itself, or an aioboto3.Session."""
+    if session is None:
+        return get_session()
+    if isinstance(session, AioSession):
+        return session
+    inner = getattr(session, "_session", None)  # aioboto3.Session wraps an AioSession
+    if isinstance(inner, AioSession):
+        return inner
+    raise TypeError(f"expected an aiobotocore or aioboto3 session, got {type(session).__name__}")
+
+
+def client_config(*, pool: int, endpoint_url: str | None) -> Config:
+    options: dict[str, Any] = {
+        "retries": {"total_max_attempts": 1, "mode": "standard"},
+        "max_pool_connections": pool,
+        "user_agent_extra": f"omics-batch-runs/{version('omics-batch-runs')}",
+    }
+    if endpoint_url:
+        # The operations carry the `workflows-` host prefix, which breaks local endpoints.
+        options["inject_host_prefix"] = False
+    return Config(**options)
+
+
+@asynccontextmanager
+async def open_client(
+    *,
+    client: Any = None,
+    session: Any = None,
+    endpoint_url: str | None = None,
+    region_name: str | None = None,
+    pool: int = 16,
+) -> AsyncIterator[Any]:
+    """Use `client` as it is, or make one (and close it afterwards)."""
+    if client is not None:
+        yield client
+        return
+    aio = aiobotocore_session(session)
+    add_missing_operations(aio)
+    config = client_config(pool=pool, endpoint_url=endpoint_url)
+    async with aio.create_client(
+        SERVICE_NAME, region_name=region_name, endpoint_url=endpoint_url, config=config
+    ) as made:
+        yield made

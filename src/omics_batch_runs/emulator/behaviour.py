@@ -1,0 +1,89 @@
+"""Service behaviour the emulator can put on: a quota, latency and faults."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+Fault = Literal["throttle", "timeout", "error", "drop"]
+FAULTS: tuple[Fault, ...] = ("throttle", "timeout", "error", "drop")
+
+
+class TokenBucket:
+    """The service's per-operation quota: `rate` requests/s, bursts up to `burst`."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst)
+        self._tokens = self.burst
+        self._stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class Behaviour:
+    """What the emulator does besides answering. Every field can change while it runs."""
+
+    rate: float | None = None
+    burst: float | None = None
+    latency_ms: float = 0.0
+    jitter: float = 0.2
+    timeout_rate: float = 0.0
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._buckets: dict[str, TokenBucket] = {}
+        self._scripted: deque[Fault | None] = deque()
+
+    def set_quota(self, rate: float | None, burst: float | None = None) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets.clear()
+
+    def script(self, faults: Iterable[Fault | None]) -> None:
+        """Answer the next ListRunsInBatch requests with these faults, in order (None: answer)."""
+        self._scripted.extend(faults)
+
+    def delay(self) -> float:
+        if self.latency_ms <= 0:
+            return 0.0
+        spread = self.jitter * self._rng.uniform(-1.0, 1.0)
+        return self.latency_ms * (1.0 + spread) / 1000.0
+
+    def throttled(self, operation: str) -> bool:
+        if self.rate is None:
+            return False
+        bucket = self._buckets.get(operation)
+        if bucket is None:
+            burst = self.burst if self.burst is not None else self.rate
+            bucket = self._buckets[operation] = TokenBucket(self.rate, burst)
+        return not bucket.take()
+
+    def fault(self, operation: str) -> Fault | None:
+        if operation == "ListRunsInBatch" and self._scripted:
+            return self._scripted.popleft()
+        rates: tuple[tuple[Fault, float], ...] = (
+            ("timeout", self.timeout_rate),
+            ("error", self.error_rate),
+            ("drop", self.drop_rate),
+        )
+        p = self._rng.random()
+        for name, rate in rates:
+            if p < rate:
+                return name
+            p -= rate
+        return None

@@ -1,0 +1,79 @@
+"""What a fetch is asked to do, checked once, before any request is sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .service import MAX_PAGE_SIZE, SUBMISSION_STATUSES
+
+
+class InvalidInput(ValueError):
+    """Input the service would refuse, or that makes no sense; found before any request."""
+
+
+def check_batch_id(value: object) -> str:
+    """Batch ids are 1 to 18 ASCII digits; ints are accepted and turned into strings."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if (
+        not isinstance(text, str)
+        or not 1 <= len(text) <= 18
+        or not (text.isascii() and text.isdigit())
+    ):
+        raise InvalidInput(f"invalid batch id {value!r}: expected 1 to 18 digits")
+    return text
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """Options of one fetch. Invalid combinations raise InvalidInput on construction."""
+
+    concurrency: int = 16
+    page_size: int = MAX_PAGE_SIZE
+    submission_status: str | None = None
+    run_setting_id: str | None = None
+    run_id: str | None = None
+    max_rps: float | None = None
+    max_attempts: int = 10
+    fail_fast: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
+            raise InvalidInput(f"concurrency must be an integer, not {self.concurrency!r}")
+        if self.concurrency < 1:
+            raise InvalidInput(f"concurrency must be at least 1, not {self.concurrency}")
+        if isinstance(self.page_size, bool) or not isinstance(self.page_size, int):
+            raise InvalidInput(f"page size must be an integer, not {self.page_size!r}")
+        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
+            raise InvalidInput(f"page size must be 1 to {MAX_PAGE_SIZE}, not {self.page_size}")
+        given = [n for n, v in self.filters().items() if v is not None]
+        if len(given) > 1:
+            raise InvalidInput(f"at most one filter is allowed, got {' and '.join(given)}")
+        if self.submission_status is not None and self.submission_status not in SUBMISSION_STATUSES:
+            raise InvalidInput(
+                f"unknown submission status {self.submission_status!r}: "
+                f"expected one of {', '.join(SUBMISSION_STATUSES)}"
+            )
+        for name in ("run_setting_id", "run_id"):
+            value = getattr(self, name)
+            if value is not None and not value:
+                raise InvalidInput(f"{name.replace('_', ' ')} must not be empty")
+        if self.max_rps is not None and not self.max_rps > 0:
+            raise InvalidInput(f"max rps must be positive, not {self.max_rps}")
+        if self.max_attempts < 1:
+            raise InvalidInput(f"max attempts must be at least 1, not {self.max_attempts}")
+
+    def filters(self) -> dict[str, str | None]:
+        return {
+            "submissionStatus": self.submission_status,
+            "runSettingId": self.run_setting_id,
+            "runId": self.run_id,
+        }
+
+    def request(self, batch_id: str, token: str | None) -> dict[str, Any]:
+        """ListRunsInBatch's parameters for one page."""
+        params: dict[str, Any] = {"batchId": batch_id, "maxItems": self.page_size}
+        params.update((k, v) for k, v in self.filters().items() if v is not None)
+        if token:
+            params["startingToken"] = token
+        return params
