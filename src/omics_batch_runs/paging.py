@@ -193,6 +193,9 @@ async def iter_pages(
 
         out, results = anyio.create_memory_object_stream[Any](options.concurrency)
         ids_out, ids_in = anyio.create_memory_object_stream[str](0)
+        # Nothing is raised inside the task group (it would come out wrapped in an
+        # ExceptionGroup): the error is kept, the workers cancelled, and it is raised after.
+        stop: BaseException | None = None
         async with results, anyio.create_task_group() as tg:
             tg.start_soon(feed, ids_out, out.clone())
             for _ in range(workers):
@@ -201,17 +204,26 @@ async def iter_pages(
             out.close()
             async for item in results:
                 if isinstance(item, Page):
-                    yield item
+                    try:
+                        yield item
+                    except GeneratorExit as closing:  # aclose(): stop the workers first
+                        stop = closing
+                        break
                 elif isinstance(item, BatchError):
                     logger.info("%s", item)
                     if options.fail_fast:
-                        raise item
+                        stop = item
+                        break
                     if on_error is not None:
                         on_error(item)
                     else:
                         failures.append(item)
                 else:
-                    raise item.error
+                    stop = item.error
+                    break
+            tg.cancel_scope.cancel()
+        if stop is not None:
+            raise stop
     if failures:
         raise BatchesFailed(failures)
 

@@ -7,6 +7,7 @@ operations, so code can be tested against it with no account and no cost.
 from .app import Counters
 from .behaviour import Behaviour, Fault
 from .dataset import Batch, Dataset
+from .demo import demo_service
 from .server import Emulator, run_emulator, serve_forever
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "Dataset",
     "Emulator",
     "Fault",
+    "demo_service",
     "run_emulator",
     "serve_forever",
 ]

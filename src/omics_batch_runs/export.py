@@ -1,0 +1,196 @@
+"""The bulk export: every run of many batches into one JSON lines sink, resumable.
+
+Pages arrive from `iter_pages`; each is written whole, then the batch's next token is
+noted. About once a second the sink is committed and, after it, the checkpoint saved, so
+the checkpoint never claims a line the file does not hold. A resumed export truncates
+the file to the checkpoint's size and asks each batch for the page after its token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .checkpoint import BatchState, Checkpoint, fingerprint
+from .client import open_client
+from .discovery import list_batches, total_runs
+from .dispatch import Dispatcher
+from .options import FetchOptions
+from .paging import BatchError, Page, iter_pages
+from .rate import AdaptiveRate
+from .sink import JsonLinesSink
+from .stats import FetchStats
+
+
+class OutputMissing(ValueError):
+    """A checkpoint says lines were written, but the output file is gone."""
+
+
+@dataclass
+class ExportProgress:
+    """What an export has done so far; read by the progress display and the summary."""
+
+    stats: FetchStats = field(default_factory=FetchStats)
+    batches_total: int = 0
+    batches_done: int = 0
+    runs_written: int = 0
+    runs_expected: int = 0
+    totals_known: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    failed: list[BatchError] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    complete: bool = False
+
+
+@dataclass(frozen=True)
+class Source:
+    """Which batches: these ids, or (if `discover` is set) every batch ListBatch lists."""
+
+    batch_ids: Sequence[str] = ()
+    discover: dict[str, str] | None = None
+
+
+async def run_export(
+    source: Source,
+    options: FetchOptions,
+    output: Path | None,
+    *,
+    checkpoint: Path | None = None,
+    progress: ExportProgress | None = None,
+    session: Any = None,
+    endpoint_url: str | None = None,
+    region_name: str | None = None,
+    want_totals: bool = False,
+    commit_every: float = 1.0,
+) -> ExportProgress:
+    """Export; on return (or cancellation) everything written is committed and saved."""
+    progress = progress if progress is not None else ExportProgress()
+    async with open_client(
+        session=session,
+        endpoint_url=endpoint_url,
+        region_name=region_name,
+        pool=options.concurrency + 2,
+    ) as omics:
+        ids = list(source.batch_ids)
+        totals: dict[str, int] = {}
+        if source.discover is not None:
+            lister = _side_dispatcher(progress.stats)
+            async for item in list_batches(omics, lister, source.discover):
+                ids.append(item["id"])
+                if "totalRuns" in item:
+                    totals[item["id"]] = int(item["totalRuns"])
+        state = _open_checkpoint(checkpoint, output, options)
+        sink = _open_sink(output, state)
+        todo = [b for b in dict.fromkeys(ids) if not state.batches.get(b, BatchState()).done]
+        progress.batches_total = len(dict.fromkeys(ids))
+        progress.batches_done = progress.batches_total - len(todo)
+        progress.runs_written = sum(s.lines for s in state.batches.values())
+        progress.statuses, progress.reasons = state.statuses, state.reasons
+        filtered = any(v is not None for v in options.filters().values())
+        try:
+            error: Exception | None = None
+            async with anyio.create_task_group() as tg:
+                if want_totals and not filtered:
+                    tg.start_soon(_count_totals, omics, ids, totals, progress)
+                try:
+                    await _pump(omics, todo, options, sink, state, progress, commit_every)
+                except Exception as e:  # raised below, not wrapped in an ExceptionGroup
+                    error = e
+                tg.cancel_scope.cancel()
+            if error is not None:
+                raise error
+            progress.complete = True
+        finally:
+            _commit(sink, state)
+            sink.close()
+    return progress
+
+
+def _side_dispatcher(stats: FetchStats) -> Dispatcher:
+    """For ListBatch and GetBatch, whose quotas are their own."""
+    return Dispatcher(concurrency=2, rate=AdaptiveRate(), stats=stats, max_attempts=10)
+
+
+def _open_checkpoint(path: Path | None, output: Path | None, options: FetchOptions) -> Checkpoint:
+    mark = fingerprint(
+        output.resolve() if output is not None else "-",
+        options.page_size,
+        sorted((k, v) for k, v in options.filters().items() if v is not None),
+    )
+    return Checkpoint(None, mark) if path is None else Checkpoint.load_or_new(path, mark)
+
+
+def _open_sink(output: Path | None, state: Checkpoint) -> JsonLinesSink:
+    if not state.started:
+        return JsonLinesSink(output)
+    if output is not None and not output.exists():
+        raise OutputMissing(f"checkpoint {state.path} has lines in {output}, which is gone")
+    return JsonLinesSink(output, resume_at=state.offset)
+
+
+def _commit(sink: JsonLinesSink, state: Checkpoint) -> None:
+    state.offset = sink.commit()
+    state.save()
+
+
+async def _pump(
+    omics: Any,
+    todo: list[str],
+    options: FetchOptions,
+    sink: JsonLinesSink,
+    state: Checkpoint,
+    progress: ExportProgress,
+    commit_every: float,
+) -> None:
+    tokens = {b: t for b in todo if (t := state.batches.get(b, BatchState()).token)}
+    last_commit = time.monotonic()
+    pages = iter_pages(
+        todo,
+        options,
+        client=omics,
+        stats=progress.stats,
+        on_error=progress.failed.append,
+        start_tokens=tokens,
+    )
+    async with aclosing(pages):
+        async for page in pages:
+            _record(page, sink.write(page.runs), state, progress)
+            if time.monotonic() - last_commit >= commit_every:
+                _commit(sink, state)
+                last_commit = time.monotonic()
+
+
+def _record(page: Page, written: int, state: Checkpoint, progress: ExportProgress) -> None:
+    batch = state.batches.setdefault(page.batch_id, BatchState())
+    batch.lines += written
+    batch.token = page.next_token
+    batch.done = page.next_token is None
+    progress.runs_written += written
+    if batch.done:
+        progress.batches_done += 1
+    for run in page.runs:
+        state.statuses[run.get("submissionStatus", "UNKNOWN")] += 1
+        if "submissionFailureReason" in run:
+            state.reasons[run["submissionFailureReason"]] += 1
+
+
+async def _count_totals(
+    omics: Any, ids: list[str], totals: dict[str, int], progress: ExportProgress
+) -> None:
+    """Sum GetBatch's totalRuns for the ETA, beside the export and on GetBatch's quota."""
+    getter = _side_dispatcher(FetchStats())
+    for batch_id in dict.fromkeys(ids):
+        total = totals.get(batch_id)
+        if total is None:
+            total = await total_runs(omics, getter, batch_id)
+        if total is not None:
+            progress.runs_expected += total
+            progress.totals_known += 1

@@ -1,0 +1,58 @@
+"""Logging for the command: text or JSON lines on stderr, with secrets scrubbed."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime, timezone
+
+import orjson
+from rich.console import Console
+from rich.logging import RichHandler
+
+# What must never reach a log: access keys, signatures, session and pagination tokens.
+_SECRETS = re.compile(
+    r"(?P<key>\b(?:AKIA|ASIA)[A-Z0-9]{16}\b)"
+    r"|(?P<kv>(?:Signature|Credential|X-Amz-Security-Token|X-Amz-Signature|startingToken"
+    r"|nextToken|aws_secret_access_key|aws_session_token)['\"]?\s*[=:]\s*['\"]?)[^\s,&'\"}]+",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    return _SECRETS.sub(lambda m: "[redacted]" if m["key"] else m["kv"] + "[redacted]", text)
+
+
+class _Redact(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = ()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line, for log collectors of batch jobs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        return orjson.dumps(entry).decode()
+
+
+def setup_logging(level: str, fmt: str, console: Console) -> None:
+    """Route this package's logs (and nothing of botocore's) to stderr."""
+    handler: logging.Handler
+    if fmt == "json":
+        handler = logging.StreamHandler(console.file)
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler = RichHandler(console=console, show_path=False, markup=False)
+    handler.addFilter(_Redact())
+    logger = logging.getLogger("omics_batch_runs")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
