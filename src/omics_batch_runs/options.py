@@ -35,6 +35,7 @@ class FetchOptions:
     run_id: str | None = None
     max_rps: float | None = None
     max_attempts: int = 10
+    backoff: float = 0.2
     fail_fast: bool = False
 
     def __post_init__(self) -> None:
@@ -60,6 +61,8 @@ class FetchOptions:
                 raise InvalidInput(f"{name.replace('_', ' ')} must not be empty")
         if self.max_rps is not None and not self.max_rps > 0:
             raise InvalidInput(f"max rps must be positive, not {self.max_rps}")
+        if not self.backoff >= 0:
+            raise InvalidInput(f"backoff must not be negative, not {self.backoff}")
         if self.max_attempts < 1:
             raise InvalidInput(f"max attempts must be at least 1, not {self.max_attempts}")
 

@@ -145,6 +145,7 @@ async def iter_pages(
             rate=rate,
             stats=stats,
             max_attempts=options.max_attempts,
+            backoff=options.backoff,
         )
 
         async def feed(ids_out: ObjectSendStream[str], out: ObjectSendStream[Any]) -> None:
@@ -242,6 +243,7 @@ async def iter_runs(
     run_id: str | None = None,
     max_rps: float | None = None,
     max_attempts: int = 10,
+    backoff: float = 0.2,
     fail_fast: bool = False,
     on_error: Callable[[BatchError], None] | None = None,
     stats: FetchStats | None = None,
@@ -262,6 +264,7 @@ async def iter_runs(
         run_id=run_id,
         max_rps=max_rps,
         max_attempts=max_attempts,
+        backoff=backoff,
         fail_fast=fail_fast,
     )
     pages = iter_pages(

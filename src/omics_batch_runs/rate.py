@@ -9,8 +9,9 @@ back together. One controller shared by every pagination paces the requests inst
   between is what it refilled, the quota itself (never more);
 - while nothing is throttled, the rate grows slowly near the last quota and faster away
   from it (cubic growth, as in TCP CUBIC), so a raised quota is found within seconds;
-- with too few successes to measure (a throttle at start-up), it starts low and doubles
-  every quarter second until the next throttle measures the quota (slow start).
+- with too few successes to measure (a throttle at start-up), it starts from half of what
+  was sent in the last second and doubles every quarter second until the next throttle
+  measures the quota (slow start).
 
 Throttles of requests sent before the last cut are ignored: they answer the old rate.
 """
@@ -26,6 +27,7 @@ import anyio
 
 _LOOKBACK = 30.0  # seconds of successes kept to measure the quota over
 _SETTLE = 0.5  # seconds after a cut too short to measure over: a throttle then only holds
+_MIN_EVIDENCE = 3  # successes needed to measure the quota at all
 _BACKOFF = 0.97  # share of the measured quota held after a throttle
 _GROWTH_TIME = 12.0  # seconds without throttles for the rate to double
 _DOUBLING_TIME = 0.25  # seconds per doubling in slow start
@@ -52,6 +54,7 @@ class AdaptiveRate:
         self._cut_at = self._stamp = self._measured_at = clock()
         self._tokens = 1.0
         self._successes: deque[float] = deque()
+        self._sends: deque[float] = deque()
 
     @property
     def rate(self) -> float | None:
@@ -68,19 +71,23 @@ class AdaptiveRate:
     def take(self) -> float:
         """Take a send slot if one is free (returns 0), else how long until one is."""
         rate = self.rate
-        if rate is None:
-            return 0.0
         now = self._clock()
-        self._tokens = min(1.0, self._tokens + (now - self._stamp) * rate)
-        self._stamp = now
-        if self._tokens >= 1.0 - 1e-9:
+        if rate is not None:
+            self._tokens = min(1.0, self._tokens + (now - self._stamp) * rate)
+            self._stamp = now
+            if self._tokens < 1.0 - 1e-9:
+                return (1.0 - self._tokens) / rate
             self._tokens = max(0.0, self._tokens - 1.0)
-            return 0.0
-        return (1.0 - self._tokens) / rate
+        self._sends.append(now)
+        while self._sends[0] <= now - 1.0:
+            self._sends.popleft()
+        return 0.0
 
     async def acquire(self) -> float:
         """Wait for a send slot, first come first served; returns the send time."""
-        if self.rate is not None:
+        if self.rate is None:
+            self.take()
+        else:
             async with self._lock:
                 while (wait := self.take()) > 0:
                     # Short naps: a rate that grows, or is cut, applies to who already waits.
@@ -98,22 +105,24 @@ class AdaptiveRate:
             return
         now = self._clock()
         current = self.rate
-        span = now - self._measured_at
-        if self._base is None or current is None:
-            # The first throttle: start from what got through in the last second, and if
-            # that is too little to go on, double until the next throttle measures the quota.
-            succeeded = sum(1 for t in self._successes if t > now - 1.0)
-            self._base, self._slow_start = max(_FLOOR, float(succeeded)), succeeded < 3
-            self._measured_at = now
-        elif span >= _SETTLE:
-            # The bucket was empty at the last cut and is empty now: what got through in
-            # between is what it refilled, the quota (or less, never more).
-            start = max(self._measured_at, now - _LOOKBACK)
-            measured = sum(1 for t in self._successes if t > start) / (now - start)
-            self._base, self._slow_start = max(_FLOOR, min(current, measured) * _BACKOFF), False
-            self._measured_at = now
-        else:
+        first = self._base is None or current is None
+        if not first and now - self._measured_at < _SETTLE:
             # Too soon after a cut to measure: hold the rate reached, and grow from there.
             self._base, self._slow_start = current, False
+        else:
+            # The bucket was empty at the last measure and is empty now: what got through
+            # in between is what it refilled, the quota (or less, never more).
+            start = now - 1.0 if first else max(self._measured_at, now - _LOOKBACK)
+            succeeded = sum(1 for t in self._successes if t > start)
+            if succeeded < _MIN_EVIDENCE:
+                # Too little got through to measure: from half of what was sent in the
+                # last second, double until the next throttle measures the quota.
+                sent = sum(1 for t in self._sends if t > now - 1.0)
+                self._base, self._slow_start = max(_FLOOR, sent / 2.0), True
+            else:
+                measured = succeeded / (now - start)
+                base = measured if current is None else min(current, measured)
+                self._base, self._slow_start = max(_FLOOR, base * _BACKOFF), False
+            self._measured_at = now
         self._cut_at = self._stamp = now
         self._tokens = 0.0

@@ -1,0 +1,171 @@
+"""The emulator as AWS's own client (boto3/botocore) sees it."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import pytest
+from botocore.exceptions import ClientError
+
+from omics_batch_runs.emulator import Behaviour, Dataset, Emulator, run_emulator
+
+from ..conftest import boto3_client, in_thread, paginate_with_boto3
+
+
+async def test_boto3_paginator_gets_exactly_the_runs_held(emulator: Emulator) -> None:
+    for batch in emulator.dataset.batches:
+        runs = await in_thread(
+            paginate_with_boto3,
+            emulator.endpoint_url,
+            batch.id,
+            PaginationConfig={"PageSize": 40},
+        )
+        expected = [{"batchId": batch.id, **r} for r in emulator.dataset.runs(batch)]
+        assert runs == expected
+
+
+async def test_list_batch_pages_and_filters(emulator: Emulator) -> None:
+    client = boto3_client(emulator.endpoint_url)
+    paginator = client.get_paginator("list_batch")
+    pages = await in_thread(lambda: list(paginator.paginate(PaginationConfig={"PageSize": 5})))
+    items = [i for p in pages for i in p["items"]]
+    assert [i["id"] for i in items] == emulator.batch_ids
+    assert len(pages) == 3
+    failed = await in_thread(lambda: client.list_batch(status="FAILED")["items"])
+    assert failed and all(i["status"] == "FAILED" and i["totalRuns"] == 0 for i in failed)
+
+
+async def test_get_batch_is_consistent_with_the_listing(emulator: Emulator) -> None:
+    batch = max(emulator.dataset.batches, key=lambda b: b.total_runs)
+    got = await in_thread(boto3_client(emulator.endpoint_url).get_batch, batchId=batch.id)
+    runs = await in_thread(paginate_with_boto3, emulator.endpoint_url, batch.id)
+    summary = got["submissionSummary"]
+    assert got["totalRuns"] == len(runs)
+    failed = sum(r["submissionStatus"] == "FAILED" for r in runs)
+    assert summary["failedStartSubmissionCount"] == failed
+    assert summary["successfulStartSubmissionCount"] == len(runs) - failed
+    assert summary["successfulCancelSubmissionCount"] == sum(
+        r["submissionStatus"] == "CANCEL_SUCCESS" for r in runs
+    )
+
+
+async def test_filters_select_the_right_runs(emulator: Emulator) -> None:
+    batch = max(emulator.dataset.batches, key=lambda b: b.total_runs)
+    everything = await in_thread(paginate_with_boto3, emulator.endpoint_url, batch.id)
+    failed = await in_thread(
+        paginate_with_boto3, emulator.endpoint_url, batch.id, submissionStatus="FAILED"
+    )
+    assert failed == [r for r in everything if r["submissionStatus"] == "FAILED"]
+    target = everything[7]
+    by_setting = await in_thread(
+        paginate_with_boto3, emulator.endpoint_url, batch.id, runSettingId=target["runSettingId"]
+    )
+    assert by_setting == [target]
+    with_id = next(r for r in everything if "runId" in r)
+    by_id = await in_thread(
+        paginate_with_boto3, emulator.endpoint_url, batch.id, runId=with_id["runId"]
+    )
+    assert by_id == [with_id]
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "status"),
+    [
+        ({"batchId": "123"}, "ResourceNotFoundException", 404),
+        ({"batchId": "abc"}, "ValidationException", 400),
+        ({"batchId": "1" * 19}, "ValidationException", 400),
+        ({"maxItems": 101}, "ValidationException", 400),
+        ({"runId": "1", "runSettingId": "x"}, "ValidationException", 400),
+        ({"submissionStatus": "DONE"}, "ValidationException", 400),
+        ({"startingToken": "forged"}, "ValidationException", 400),
+    ],
+)
+async def test_modeled_errors(
+    emulator: Emulator, params: dict[str, object], code: str, status: int
+) -> None:
+    client = boto3_client(emulator.endpoint_url)
+    call = {"batchId": emulator.batch_ids[1], **params}
+    with pytest.raises(ClientError) as raised:
+        await in_thread(client.list_runs_in_batch, **call)
+    assert raised.value.response["Error"]["Code"] == code
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    assert raised.value.response["Error"]["Message"]
+    assert type(raised.value).__name__ == code  # botocore's modeled exception class
+
+
+async def test_a_token_from_another_batch_or_filter_is_refused(emulator: Emulator) -> None:
+    client = boto3_client(emulator.endpoint_url)
+    big = [b.id for b in emulator.dataset.batches if b.total_runs > 10]
+    token = (await in_thread(client.list_runs_in_batch, batchId=big[0], maxItems=2))["nextToken"]
+    for other in ({"batchId": big[1]}, {"batchId": big[0], "submissionStatus": "SUCCESS"}):
+        with pytest.raises(client.exceptions.ValidationException):
+            await in_thread(client.list_runs_in_batch, startingToken=token, **other)
+
+
+async def test_unsigned_requests_are_denied(emulator: Emulator) -> None:
+    url = f"{emulator.endpoint_url}/runBatch/{emulator.batch_ids[0]}/run"
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        await in_thread(urllib.request.urlopen, url)
+    assert raised.value.code == 403
+    assert raised.value.headers["x-amzn-ErrorType"].startswith("AccessDeniedException")
+
+
+async def test_forbidden_batches_get_access_denied(emulator: Emulator) -> None:
+    emulator.forbidden.add(emulator.batch_ids[0])
+    with pytest.raises(ClientError) as raised:
+        await in_thread(
+            boto3_client(emulator.endpoint_url).list_runs_in_batch, batchId=emulator.batch_ids[0]
+        )
+    assert raised.value.response["Error"]["Code"] == "AccessDeniedException"
+
+
+async def test_quota_is_seen_by_botocore_as_throttling() -> None:
+    async with run_emulator(Dataset(batches=1), Behaviour(rate=0.01, burst=2)) as emulator:
+        client = boto3_client(emulator.endpoint_url)
+        call = {"batchId": emulator.batch_ids[0]}
+        await in_thread(client.list_runs_in_batch, **call)
+        await in_thread(client.list_runs_in_batch, **call)
+        with pytest.raises(client.exceptions.ThrottlingException):
+            await in_thread(client.list_runs_in_batch, **call)
+        assert emulator.counters.throttled == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ("timeout", "RequestTimeoutException"),
+        ("error", "InternalServerException"),
+        ("throttle", "ThrottlingException"),
+    ],
+)
+async def test_scripted_faults_are_modeled_errors(
+    emulator: Emulator, fault: str, error: str
+) -> None:
+    emulator.behaviour.script([fault])  # type: ignore[list-item]
+    client = boto3_client(emulator.endpoint_url)
+    with pytest.raises(ClientError) as raised:
+        await in_thread(client.list_runs_in_batch, batchId=emulator.batch_ids[0])
+    assert type(raised.value).__name__ == error
+
+
+async def test_a_dropped_connection_is_a_connection_error(emulator: Emulator) -> None:
+    from botocore.exceptions import ConnectionClosedError
+
+    emulator.script_faults(["drop"])
+    with pytest.raises(ConnectionClosedError):
+        await in_thread(
+            boto3_client(emulator.endpoint_url).list_runs_in_batch, batchId=emulator.batch_ids[0]
+        )
+
+
+async def test_submitting_batch_lists_what_has_been_submitted() -> None:
+    data = Dataset(sizes=[50_000], submitting=1, submit_rate=200.0)
+    async with run_emulator(data) as emulator:
+        first = await in_thread(paginate_with_boto3, emulator.endpoint_url, emulator.batch_ids[0])
+        got = await in_thread(
+            boto3_client(emulator.endpoint_url).get_batch, batchId=emulator.batch_ids[0]
+        )
+        assert got["status"] == "SUBMITTING"
+        assert 0 < len(first) < 50_000
+        assert got["submissionSummary"]["pendingStartSubmissionCount"] > 0

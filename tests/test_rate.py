@@ -1,0 +1,120 @@
+"""The rate controller against a simulated token-bucket service, on a virtual clock.
+
+Deterministic: no wall time is measured, so these hold on a loaded machine too.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from dataclasses import dataclass
+
+import pytest
+
+from omics_batch_runs import AdaptiveRate
+
+
+@dataclass
+class Outcome:
+    elapsed: float
+    ideal: float
+    throttled: int
+    sent: int
+
+
+def simulate(
+    quota: float,
+    burst: float,
+    latency: float,
+    concurrency: int,
+    pages: int,
+    *,
+    max_rps: float | None = None,
+    quota_later: tuple[float, float] | None = None,
+) -> Outcome:
+    """`concurrency` workers send through one AdaptiveRate to a token-bucket service."""
+    now = 0.0
+    rate = AdaptiveRate(max_rps, clock=lambda: now)
+    tokens, stamp = burst, 0.0
+    rng = random.Random(1)
+    done = throttled = sent = 0
+    waiting: deque[int] = deque(range(concurrency))
+    events: list[tuple[float, int, str, float]] = [(0.0, -1, "tick", 0.0)]
+    ticking = True
+    while done < pages:
+        now, worker, kind, sent_at = heapq.heappop(events)
+        if quota_later and now >= quota_later[0]:
+            quota = quota_later[1]
+        if kind == "tick":
+            ticking = False
+            while waiting:
+                wait = rate.take()
+                if wait > 0:
+                    heapq.heappush(events, (now + min(wait, 0.05), -1, "tick", 0.0))
+                    ticking = True
+                    break
+                sent += 1
+                tokens, stamp = min(burst, tokens + (now - stamp) * quota), now
+                ok = tokens >= 1
+                tokens -= ok
+                back = now + latency * rng.uniform(0.8, 1.2)
+                heapq.heappush(events, (back, waiting.popleft(), "ok" if ok else "429", now))
+        elif kind == "ok":
+            rate.on_success()
+            done += 1
+            waiting.append(worker)
+        else:
+            throttled += 1
+            rate.on_throttle(sent_at)
+            waiting.append(worker)
+        if waiting and not ticking:
+            heapq.heappush(events, (now, -1, "tick", 0.0))
+            ticking = True
+    limit = quota if max_rps is None else min(quota, max_rps)
+    return Outcome(now, (pages - burst) / limit, throttled, sent)
+
+
+@pytest.mark.parametrize(("quota", "burst"), [(10, 10), (20, 20), (5, 5), (100, 100)])
+def test_finds_and_holds_the_quota(quota: float, burst: float) -> None:
+    out = simulate(quota, burst, latency=0.03, concurrency=16, pages=int(quota * 60))
+    assert out.ideal / out.elapsed >= 0.95
+    assert out.throttled / out.sent <= 0.08
+
+
+def test_quota_bound_target_of_the_benchmark() -> None:
+    out = simulate(10, 10, latency=0.03, concurrency=16, pages=600)
+    assert out.ideal / out.elapsed >= 0.95
+    assert out.throttled / out.sent <= 0.05
+
+
+def test_max_rps_caps_and_is_never_throttled() -> None:
+    out = simulate(10, 10, latency=0.03, concurrency=16, pages=400, max_rps=8)
+    assert out.throttled == 0
+    assert out.elapsed == pytest.approx(400 / 8, rel=0.03)
+
+
+def test_recovers_when_the_quota_rises() -> None:
+    out = simulate(10, 10, latency=0.03, concurrency=16, pages=1600, quota_later=(20.0, 40.0))
+    # 200 pages in the first 20 s; at 40/s the other 1400 take 35 s more. Finding a quota
+    # four times higher costs cubic growth from the last cut: under 20 s of lost time.
+    assert out.elapsed < 20 + 35 + 20
+
+
+def test_unlimited_until_throttled() -> None:
+    rate = AdaptiveRate(clock=lambda: 0.0)
+    assert rate.rate is None
+    assert all(rate.take() == 0.0 for _ in range(1000))
+
+
+def test_throttles_of_requests_sent_before_a_cut_are_ignored() -> None:
+    t = 0.0
+    rate = AdaptiveRate(clock=lambda: t)
+    for i in range(30):
+        t = i * 0.05
+        rate.on_success()
+    t = 1.5
+    rate.on_throttle(sent_at=1.49)
+    after_first = rate.rate
+    rate.on_throttle(sent_at=1.4)  # answered the old rate: no second cut
+    assert rate.rate == after_first
