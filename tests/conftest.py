@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 from botocore.config import Config
 
+from omics_batch_runs import add_missing_operations
 from omics_batch_runs.emulator import Behaviour, Dataset, Emulator, run_emulator
 
 
@@ -36,7 +37,9 @@ async def emulator() -> AsyncIterator[Emulator]:
 
 def boto3_client(endpoint_url: str) -> Any:
     """The reference client: boto3, host prefix off, its retries off."""
-    return boto3.client(
+    session = boto3.Session()
+    add_missing_operations(session._session)  # an older botocore lacks the operations
+    return session.client(
         "omics",
         endpoint_url=endpoint_url,
         config=Config(inject_host_prefix=False, retries={"total_max_attempts": 1}),

@@ -61,7 +61,7 @@ async def test_each_batch_arrives_in_page_order(emulator: Emulator) -> None:
 
 
 async def test_under_random_faults_every_run_arrives_exactly_once() -> None:
-    faults = Behaviour(timeout_rate=0.05, error_rate=0.03, drop_rate=0.02, rate=400, burst=20)
+    faults = Behaviour(timeout_rate=0.05, error_rate=0.03, drop_rate=0.02, rate=150, burst=5)
     async with run_emulator(Dataset(seed=9, batches=25), faults) as emulator:
         stats = FetchStats()
         runs = await collect(emulator.batch_ids, emulator, stats=stats, **FAST)
@@ -272,13 +272,26 @@ async def test_resume_from_a_token(emulator: Emulator) -> None:
 async def test_a_given_client_is_used_and_left_open(emulator: Emulator) -> None:
     from aiobotocore.session import get_session
 
+    from omics_batch_runs import add_missing_operations
     from omics_batch_runs.client import client_config
 
+    session = get_session()
+    add_missing_operations(session)  # what a user does with their own client on old botocore
     config = client_config(pool=4, endpoint_url=emulator.endpoint_url)
-    async with get_session().create_client(
+    async with session.create_client(
         "omics", endpoint_url=emulator.endpoint_url, config=config
     ) as client:
         first = [r async for r in iter_runs(emulator.batch_ids[:3], client=client)]
         again = [r async for r in iter_runs(emulator.batch_ids[:3], client=client)]
     expected = by_key(expected_runs(emulator, emulator.batch_ids[:3]))
     assert by_key(first) == by_key(again) == expected
+
+
+async def test_a_bug_is_raised_not_reported_as_a_batch_failure(emulator: Emulator) -> None:
+    class Broken:
+        async def list_runs_in_batch(self, **_: Any) -> dict[str, Any]:
+            raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        await collect(emulator.batch_ids, emulator, client=Broken())
+    assert client_tasks() == set()

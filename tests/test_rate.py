@@ -61,7 +61,7 @@ def simulate(
                 back = now + latency * rng.uniform(0.8, 1.2)
                 heapq.heappush(events, (back, waiting.popleft(), "ok" if ok else "429", now))
         elif kind == "ok":
-            rate.on_success()
+            rate.on_success(sent_at)
             done += 1
             waiting.append(worker)
         else:
@@ -101,10 +101,14 @@ def test_recovers_when_the_quota_rises() -> None:
     assert out.elapsed < 20 + 35 + 20
 
 
-def test_unlimited_until_throttled() -> None:
-    rate = AdaptiveRate(clock=lambda: 0.0)
-    assert rate.rate is None
-    assert all(rate.take() == 0.0 for _ in range(1000))
+def test_starts_at_ten_per_second_and_doubles_until_throttled() -> None:
+    t = 0.0
+    rate = AdaptiveRate(clock=lambda: t)
+    assert rate.take() == 0.0
+    assert rate.rate == 10.0
+    assert rate.take() == pytest.approx(0.1)
+    t = 1.0
+    assert rate.rate == pytest.approx(10.0 * 2**10)
 
 
 def test_throttles_of_requests_sent_before_a_cut_are_ignored() -> None:
@@ -112,7 +116,7 @@ def test_throttles_of_requests_sent_before_a_cut_are_ignored() -> None:
     rate = AdaptiveRate(clock=lambda: t)
     for i in range(30):
         t = i * 0.05
-        rate.on_success()
+        rate.on_success(t)
     t = 1.5
     rate.on_throttle(sent_at=1.49)
     after_first = rate.rate

@@ -245,6 +245,9 @@ async def _endpoint(kw: dict[str, Any]) -> AsyncIterator[str | None]:
     show_default=True,
     help="Share of requests failed, evenly as 408, 500 and dropped connections.",
 )
+@click.option("--timeout-rate", type=click.FloatRange(0, 1), help="Share answered 408.")
+@click.option("--error-rate", type=click.FloatRange(0, 1), help="Share answered 500.")
+@click.option("--drop-rate", type=click.FloatRange(0, 1), help="Share of connections dropped.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def emulator(**kw: Any) -> None:
     """Serve a local HealthOmics run-batch emulator until Ctrl-C."""
@@ -257,13 +260,17 @@ def emulator(**kw: Any) -> None:
         submitting=kw["submitting"],
     )
     third = kw["fault_rate"] / 3
+
+    def share(name: str) -> float:
+        return float(third if kw[name] is None else kw[name])
+
     behaviour = Behaviour(
         rate=kw["rate"],
         burst=kw["burst"],
         latency_ms=kw["latency_ms"],
-        timeout_rate=third,
-        error_rate=third,
-        drop_rate=third,
+        timeout_rate=share("timeout_rate"),
+        error_rate=share("error_rate"),
+        drop_rate=share("drop_rate"),
         seed=kw["seed"],
     )
 

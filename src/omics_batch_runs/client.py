@@ -13,6 +13,7 @@ from typing import Any
 from aiobotocore.session import AioSession, get_session
 from botocore.config import Config
 from botocore.loaders import create_loader
+from botocore.session import Session
 
 from .service import API_VERSION, SERVICE_NAME
 
@@ -26,11 +27,12 @@ def _bundled_model_lacks_batches() -> bool:
     return not all(op in model["operations"] for op in _OPERATIONS)
 
 
-def add_missing_operations(session: AioSession) -> bool:
+def add_missing_operations(session: Session) -> bool:
     """Teach an older botocore (aioboto3 15.x pins 1.40) the run-batch operations.
 
-    Adds this package's `service-2.sdk-extras.json` to the session's data path, which
-    botocore merges into the omics model. Returns whether it was needed.
+    Adds this package's `service-2.sdk-extras.json` (and the paginators') to the data path
+    of a botocore or aiobotocore session, which botocore merges into the omics model.
+    Returns whether it was needed.
     """
     if not _bundled_model_lacks_batches():
         return False

@@ -133,5 +133,5 @@ class Dispatcher:
                 raise
             finally:
                 s.in_flight -= 1
-        self.rate.on_success()
+        self.rate.on_success(sent_at)
         return response

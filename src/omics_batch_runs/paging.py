@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .client import open_client
 from .dispatch import Dispatcher, error_code
@@ -168,7 +169,7 @@ async def iter_pages(
                     response = await dispatcher.call(
                         omics.list_runs_in_batch, params, f"ListRunsInBatch batch {batch_id}"
                     )
-                except Exception as exc:
+                except (ClientError, BotoCoreError) as exc:  # anything else is a bug: crash
                     stats.batches_failed += 1
                     await out.send(BatchError(batch_id, exc))
                     return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 import uuid
@@ -126,7 +127,16 @@ class EmulatorApp:
         app.router.add_get("/runBatch", self._wrap("ListBatch", self.list_batch))
         app.router.add_get("/runBatch/{batchId}", self._wrap("GetBatch", self.get_batch))
         app.router.add_get("/runBatch/{batchId}/run", self._wrap("ListRunsInBatch", self.list_runs))
+        app.router.add_get("/_emulator/counters", self.counters_view)
         return app
+
+    async def counters_view(self, request: web.Request) -> web.Response:
+        """Not an AWS API: what the emulator saw, for benchmarks and tests in other processes.
+        `?reset=1` zeroes the counters after reading them."""
+        body = orjson.dumps(dataclasses.asdict(self.counters))
+        if request.query.get("reset"):
+            self.counters.reset()
+        return web.Response(body=body, content_type="application/json")
 
     def _wrap(self, operation: str, handler: Any) -> Any:
         async def serve(request: web.Request) -> web.StreamResponse:

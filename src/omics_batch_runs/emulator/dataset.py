@@ -200,7 +200,7 @@ def _status(h: int) -> str:
 def _run(key: int, ordinal: int, index: int, account: str, region: str) -> dict[str, Any]:
     h = _mix(key ^ (index * 0x9E3779B97F4A7C15 & _MASK))
     status = _status(h)
-    u = f"{h:016x}{_mix(h):016x}"
+    u = f"{h:016x}{(h * 0x2545F4914F6CDD1D) & _MASK:016x}"
     run: dict[str, Any] = {"runSettingId": f"sample-{index + 1:06d}"}
     if status != "FAILED":
         g = ordinal * MAX_RUNS_PER_BATCH + index
