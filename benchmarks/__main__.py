@@ -248,7 +248,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         name = f"**{r['client']}**" if r["client"] == OURS else r["client"]
         lines.append(
             f"| {r['scenario']} | {name} | {r['wall_s']:.2f} | {r['pages_per_s']:.1f} | "
-            f"{_fmt(r['share_of_ideal'], '.0%')} | {r['throttled_share']:.1%} | "
+            f"{_fmt(r['share_of_ideal'] if r['complete'] else None, '.0%')} | "
+            f"{r['throttled_share']:.1%} | "
             f"{r['cpu_s_per_100k_runs']:.2f} | {r['peak_rss_mb']:.0f} | "
             f"{_fmt(r['loop_lag_ms'], '.0f')} | {_complete(r)} |"
         )
@@ -270,7 +271,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         names = [c for c in clients if c in mine]
         values = [mine[c]["wall_s"] for c in names]
         colours = ["tab:green" if c == OURS else "tab:grey" for c in names]
-        ax.barh(range(len(names)), values, color=colours)
+        bars = ax.barh(range(len(names)), values, color=colours)
+        for bar, name in zip(bars, names, strict=True):
+            if not mine[name]["complete"]:  # it gave up: its time is not a result
+                bar.set_hatch("///")
+                bar.set_alpha(0.4)
+                ax.text(bar.get_width(), bar.get_y() + 0.5, " gave up", va="center", fontsize=7)
         ax.set_yticks(range(len(names)), [n.replace(" ", "\n", 1) for n in names], fontsize=7)
         ax.invert_yaxis()
         ax.set_title(scenario, fontsize=9)
@@ -294,7 +300,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="Half-size batch sets.")
     parser.add_argument("--only", help="Run only scenarios whose name contains this.")
+    parser.add_argument("--render", action="store_true", help="Redo the table from the JSON.")
     args = parser.parse_args()
+    if args.render:
+        saved = orjson.loads((RESULTS / "results.json").read_bytes())
+        publish(saved["rows"], saved["meta"])
+        return
     # Dummy credentials for the emulator, inherited by every client process.
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench",
@@ -337,6 +348,10 @@ def main() -> None:
     (RESULTS / "results.json").write_bytes(
         orjson.dumps({"meta": meta, "rows": rows}, option=orjson.OPT_INDENT_2)
     )
+    publish(rows, meta)
+
+
+def publish(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     table = markdown(rows, meta)
     (RESULTS / "results.md").write_text(table)
     plot(rows, RESULTS / "results.png")

@@ -175,7 +175,9 @@ def test_a_checkpoint_of_another_export_is_refused(served: Emulator, tmp_path: P
     base = ["export", served.batch_ids[0], "-o", str(out), "--checkpoint", str(ck)]
     base += ["--endpoint-url", served.endpoint_url]
     assert run(base) == 0
+    served.counters.reset()
     assert run([*base, "--page-size", "50"]) == 2
+    assert served.counters.requests == {}
 
 
 def _start_emulator(*args: str) -> tuple[subprocess.Popen[str], str]:

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import anyio
 import click
+from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 
@@ -26,12 +27,9 @@ from .service import BATCH_STATUSES, SUBMISSION_STATUSES
 EXIT_OK, EXIT_FAILED_BATCHES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-class _Usage(click.UsageError):
-    """Bad input: reported on one line, exit 2, before any request."""
-
-
 def _fail(message: str) -> NoReturn:
-    raise _Usage(message)
+    """Bad input: reported by `main` on one line, exit 2, before any request."""
+    raise click.UsageError(message)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -154,8 +152,6 @@ async def _export(
     console: Console,
     show: bool,
 ) -> int:
-    from aiobotocore.session import AioSession
-
     try:
         session = AioSession(profile=kw["profile"])
         if kw["emulator"]:

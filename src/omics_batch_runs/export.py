@@ -73,6 +73,7 @@ async def run_export(
 ) -> ExportProgress:
     """Export; on return (or cancellation) everything written is committed and saved."""
     progress = progress if progress is not None else ExportProgress()
+    state = _resume_state(checkpoint, output, options)
     async with open_client(
         session=session,
         endpoint_url=endpoint_url,
@@ -87,8 +88,7 @@ async def run_export(
                 ids.append(item["id"])
                 if "totalRuns" in item:
                     totals[item["id"]] = int(item["totalRuns"])
-        state = _open_checkpoint(checkpoint, output, options)
-        sink = _open_sink(output, state)
+        sink = JsonLinesSink(output, resume_at=state.offset if state.started else None)
         todo = [b for b in dict.fromkeys(ids) if not state.batches.get(b, BatchState()).done]
         progress.batches_total = len(dict.fromkeys(ids))
         progress.batches_done = progress.batches_total - len(todo)
@@ -119,21 +119,17 @@ def _side_dispatcher(stats: FetchStats) -> Dispatcher:
     return Dispatcher(concurrency=2, rate=AdaptiveRate(), stats=stats, max_attempts=10)
 
 
-def _open_checkpoint(path: Path | None, output: Path | None, options: FetchOptions) -> Checkpoint:
+def _resume_state(path: Path | None, output: Path | None, options: FetchOptions) -> Checkpoint:
+    """The checkpoint to go on from (empty if new), checked before any request."""
     mark = fingerprint(
         output.resolve() if output is not None else "-",
         options.page_size,
         sorted((k, v) for k, v in options.filters().items() if v is not None),
     )
-    return Checkpoint(None, mark) if path is None else Checkpoint.load_or_new(path, mark)
-
-
-def _open_sink(output: Path | None, state: Checkpoint) -> JsonLinesSink:
-    if not state.started:
-        return JsonLinesSink(output)
-    if output is not None and not output.exists():
-        raise OutputMissing(f"checkpoint {state.path} has lines in {output}, which is gone")
-    return JsonLinesSink(output, resume_at=state.offset)
+    state = Checkpoint(None, mark) if path is None else Checkpoint.load_or_new(path, mark)
+    if state.started and output is not None and not output.exists():
+        raise OutputMissing(f"checkpoint {path} has lines in {output}, which is gone")
+    return state
 
 
 def _commit(sink: JsonLinesSink, state: Checkpoint) -> None:
