@@ -246,11 +246,14 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     ]
     for r in rows:
         name = f"**{r['client']}**" if r["client"] == OURS else r["client"]
+        done = r["complete"]
         lines.append(
-            f"| {r['scenario']} | {name} | {r['wall_s']:.2f} | {r['pages_per_s']:.1f} | "
-            f"{_fmt(r['share_of_ideal'] if r['complete'] else None, '.0%')} | "
+            f"| {r['scenario']} | {name} | {r['wall_s']:.2f} | "
+            f"{_fmt(r['pages_per_s'] if done else None, '.1f')} | "
+            f"{_fmt(r['share_of_ideal'] if done else None, '.0%')} | "
             f"{r['throttled_share']:.1%} | "
-            f"{r['cpu_s_per_100k_runs']:.2f} | {r['peak_rss_mb']:.0f} | "
+            f"{_fmt(r['cpu_s_per_100k_runs'] if done else None, '.2f')} | "
+            f"{r['peak_rss_mb']:.0f} | "
             f"{_fmt(r['loop_lag_ms'], '.0f')} | {_complete(r)} |"
         )
     return "\n".join(lines) + "\n"

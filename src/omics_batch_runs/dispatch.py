@@ -63,7 +63,7 @@ class Dispatcher:
         rate: AdaptiveRate,
         stats: FetchStats,
         max_attempts: int,
-        backoff: float = 0.2,
+        backoff: float = 0.1,
         max_backoff: float = 20.0,
     ) -> None:
         self.rate = rate

@@ -35,7 +35,7 @@ class FetchOptions:
     run_id: str | None = None
     max_rps: float | None = None
     max_attempts: int = 10
-    backoff: float = 0.2
+    backoff: float = 0.1
     fail_fast: bool = False
 
     def __post_init__(self) -> None:

@@ -244,7 +244,7 @@ async def iter_runs(
     run_id: str | None = None,
     max_rps: float | None = None,
     max_attempts: int = 10,
-    backoff: float = 0.2,
+    backoff: float = 0.1,
     fail_fast: bool = False,
     on_error: Callable[[BatchError], None] | None = None,
     stats: FetchStats | None = None,

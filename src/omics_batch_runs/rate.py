@@ -4,7 +4,7 @@ Backing off per request cannot find a rate: every task waits on its own and they
 back together. One controller shared by every pagination paces the requests instead:
 
 - it starts at 10 requests/s (the documented quota of the HealthOmics list APIs) and
-  doubles every 100 ms until the first throttle (slow start), so a burst of concurrent
+  doubles every 50 ms until the first throttle (slow start), so a burst of concurrent
   first requests does not drain the service's bucket before anything is known;
 - on a throttle, the rate drops to just under the rate of *successful* requests since the
   previous throttle: the service's bucket was empty at both, so what got through in
@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 _INITIAL = 10.0  # requests/s to start from
-_START_DOUBLING = 0.1  # seconds per doubling before the first throttle
+_START_DOUBLING = 0.05  # seconds per doubling before the first throttle
 _DOUBLING = 0.25  # seconds per doubling in a later slow start
 _LOOKBACK = 30.0  # seconds of successes kept to measure the quota over
 _SETTLE = 0.5  # seconds after a measure too short to measure over: a throttle then holds
