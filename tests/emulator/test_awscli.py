@@ -29,36 +29,27 @@ def listed(result: subprocess.CompletedProcess[str], key: str) -> list[Any]:
     return list(json.loads(result.stdout)[key])
 
 
+def runs_of(endpoint: str, batch_id: str) -> list[Any]:
+    """Every run of a batch, as the CLI paginates it with pages of 40."""
+    result = aws(endpoint, "list-runs-in-batch", "--batch-id", batch_id, "--page-size", "40")
+    return listed(result, "runs")
+
+
 async def test_cli_lists_batches_and_paginates_every_batch(emulator: Emulator) -> None:
     batches = listed(await in_thread(aws, emulator.endpoint_url, "list-batch"), "items")
     assert [b["id"] for b in batches] == emulator.batch_ids
     for batch in emulator.dataset.batches:
-        result = await in_thread(
-            aws,
-            emulator.endpoint_url,
-            "list-runs-in-batch",
-            "--batch-id",
-            batch.id,
-            "--page-size",
-            "40",
-        )
-        assert listed(result, "runs") == list(emulator.dataset.runs(batch))
+        runs = await in_thread(runs_of, emulator.endpoint_url, batch.id)
+        assert runs == list(emulator.dataset.runs(batch))
 
 
 async def test_cli_is_throttled_yet_completes() -> None:
     data = Dataset(seed=4, sizes=[400, 90])
     async with run_emulator(data, Behaviour(rate=2, burst=2)) as emulator:
         for batch in data.batches:
-            result = await in_thread(
-                aws,
-                emulator.endpoint_url,
-                "list-runs-in-batch",
-                "--batch-id",
-                batch.id,
-                "--page-size",
-                "40",
+            assert await in_thread(runs_of, emulator.endpoint_url, batch.id) == list(
+                data.runs(batch)
             )
-            assert listed(result, "runs") == list(data.runs(batch))
         assert emulator.counters.throttled > 0
 
 
@@ -81,3 +72,10 @@ async def test_cli_gets_modeled_errors(emulator: Emulator, args: list[str], code
     result = await in_thread(aws, emulator.endpoint_url, "list-runs-in-batch", *argv)
     assert result.returncode != 0
     assert f"({code})" in result.stderr
+
+
+async def test_cli_unsigned_request_is_denied(emulator: Emulator) -> None:
+    argv = ["list-runs-in-batch", "--batch-id", emulator.batch_ids[0], "--no-sign-request"]
+    result = await in_thread(aws, emulator.endpoint_url, *argv)
+    assert result.returncode != 0
+    assert "(AccessDeniedException)" in result.stderr
