@@ -33,7 +33,7 @@ class LiveProgress:
         self._p = progress
         self._bar = Progress(
             SpinnerColumn(),
-            TextColumn("batches {task.completed:,.0f}/{task.total:,.0f}"),
+            TextColumn("batches {task.fields[batches]}"),
             BarColumn(),
             TextColumn("{task.fields[runs]:,} runs"),
             TextColumn("{task.fields[rps]:.0f} req/s"),
@@ -47,7 +47,9 @@ class LiveProgress:
     def _draw(self) -> None:
         p, s = self._p, self._p.stats
         elapsed = max(1e-6, time.monotonic() - p.started)
+        total = f"{p.batches_total:,}" if p.batches_total else "?"
         fields: dict[str, Any] = {
+            "batches": f"{p.batches_done:,}/{total}",
             "runs": p.runs_written,
             "rps": s.requests / elapsed,
             "retries": s.retries,

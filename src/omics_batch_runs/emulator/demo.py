@@ -7,7 +7,7 @@ from .dataset import Dataset
 
 
 def demo_service() -> tuple[Dataset, Behaviour]:
-    """About 90,000 runs in 80 batches of mixed sizes, under a quota of 100 requests/s
+    """About 100,000 runs in 80 batches of mixed sizes, under a quota of 100 requests/s
     with 30 ms latency and a 1% fault rate: enough to see the rate found and held."""
     dataset = Dataset(seed=7, batches=80)
     behaviour = Behaviour(
