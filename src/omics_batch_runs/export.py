@@ -89,8 +89,9 @@ async def run_export(
                 if "totalRuns" in item:
                     totals[item["id"]] = int(item["totalRuns"])
         sink = JsonLinesSink(output, resume_at=state.offset if state.started else None)
-        todo = [b for b in dict.fromkeys(ids) if not state.batches.get(b, BatchState()).done]
-        progress.batches_total = len(dict.fromkeys(ids))
+        ids = list(dict.fromkeys(ids))
+        todo = [b for b in ids if not state.batches.get(b, BatchState()).done]
+        progress.batches_total = len(ids)
         progress.batches_done = progress.batches_total - len(todo)
         progress.runs_written = sum(s.lines for s in state.batches.values())
         progress.statuses, progress.reasons = state.statuses, state.reasons
@@ -109,8 +110,8 @@ async def run_export(
                 raise error
             progress.complete = True
         finally:
-            _commit(sink, state)
-            sink.close()
+            state.offset = sink.close()
+            state.save()
     return progress
 
 
@@ -181,9 +182,9 @@ def _record(page: Page, written: int, state: Checkpoint, progress: ExportProgres
 async def _count_totals(
     omics: Any, ids: list[str], totals: dict[str, int], progress: ExportProgress
 ) -> None:
-    """Sum GetBatch's totalRuns for the ETA, beside the export and on GetBatch's quota."""
+    """Sum GetBatch's totalRuns (of distinct `ids`) for the ETA, on GetBatch's own quota."""
     getter = _side_dispatcher(FetchStats())
-    for batch_id in dict.fromkeys(ids):
+    for batch_id in ids:
         total = totals.get(batch_id)
         if total is None:
             total = await total_runs(omics, getter, batch_id)

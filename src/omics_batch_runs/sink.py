@@ -56,7 +56,9 @@ class JsonLinesSink:
         os.fsync(self._file.fileno())
         return self._file.tell()
 
-    def close(self) -> None:
-        self.commit()
+    def close(self) -> int:
+        """Commit and close; returns the committed size, as `commit` does."""
+        size = self.commit()
         if self.path is not None:
             self._file.close()
+        return size
