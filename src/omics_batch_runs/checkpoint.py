@@ -50,15 +50,20 @@ class Checkpoint:
             return cls(path, fingerprint)
         except OSError as e:
             raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
+        invalid = CheckpointError(f"checkpoint {path} is not a valid checkpoint")
         try:
             data = orjson.loads(raw)
-            if data["version"] != _VERSION:
-                raise CheckpointError(f"checkpoint {path} has unknown version {data['version']}")
-            if data["fingerprint"] != fingerprint:
-                raise CheckpointError(
-                    f"checkpoint {path} belongs to a different export "
-                    "(output, filters or page size differ); remove it or use another path"
-                )
+            version, mark = data["version"], data["fingerprint"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise invalid from None
+        if version != _VERSION:
+            raise CheckpointError(f"checkpoint {path} has unknown version {version}")
+        if mark != fingerprint:
+            raise CheckpointError(
+                f"checkpoint {path} belongs to a different export "
+                "(output, filters or page size differ); remove it or use another path"
+            )
+        try:
             return cls(
                 path,
                 fingerprint,
@@ -67,10 +72,8 @@ class Checkpoint:
                 statuses=Counter(data["statuses"]),
                 reasons=Counter(data["reasons"]),
             )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            if isinstance(e, CheckpointError):
-                raise
-            raise CheckpointError(f"checkpoint {path} is not a valid checkpoint") from None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise invalid from None
 
     @property
     def started(self) -> bool:
