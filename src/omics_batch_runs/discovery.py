@@ -28,7 +28,7 @@ def batch_filter(
 
 
 async def list_batches(
-    omics: Any, dispatcher: Dispatcher, filters: dict[str, str]
+    dispatcher: Dispatcher, filters: dict[str, str]
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Every batch ListBatch knows of, page by page."""
     token: str | None = None
@@ -36,7 +36,7 @@ async def list_batches(
         params: dict[str, Any] = {"maxItems": 100, **filters}
         if token:
             params["startingToken"] = token
-        response = await dispatcher.call(omics.list_batch, params, "ListBatch")
+        response = await dispatcher.call("list_batch", params, "ListBatch")
         for item in response.get("items", ()):
             yield item
         token = response.get("nextToken") or None
@@ -44,10 +44,10 @@ async def list_batches(
             return
 
 
-async def total_runs(omics: Any, dispatcher: Dispatcher, batch_id: str) -> int | None:
+async def total_runs(dispatcher: Dispatcher, batch_id: str) -> int | None:
     """GetBatch's totalRuns, or None if the batch cannot be read."""
     try:
-        response = await dispatcher.call(omics.get_batch, {"batchId": batch_id}, "GetBatch")
+        response = await dispatcher.call("get_batch", {"batchId": batch_id}, "GetBatch")
     except Exception:
         return None
     total = response.get("totalRuns")

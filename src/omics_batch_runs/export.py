@@ -83,8 +83,8 @@ async def run_export(
         ids = list(source.batch_ids)
         totals: dict[str, int] = {}
         if source.discover is not None:
-            lister = _side_dispatcher(progress.stats)
-            async for item in list_batches(omics, lister, source.discover):
+            lister = _side_dispatcher(omics, progress.stats)
+            async for item in list_batches(lister, source.discover):
                 ids.append(item["id"])
                 if "totalRuns" in item:
                     totals[item["id"]] = int(item["totalRuns"])
@@ -115,9 +115,9 @@ async def run_export(
     return progress
 
 
-def _side_dispatcher(stats: FetchStats) -> Dispatcher:
+def _side_dispatcher(omics: Any, stats: FetchStats) -> Dispatcher:
     """For ListBatch and GetBatch, whose quotas are their own."""
-    return Dispatcher(concurrency=2, rate=AdaptiveRate(), stats=stats, max_attempts=10)
+    return Dispatcher(omics, concurrency=2, rate=AdaptiveRate(), stats=stats, max_attempts=10)
 
 
 def _resume_state(path: Path | None, output: Path | None, options: FetchOptions) -> Checkpoint:
@@ -183,11 +183,11 @@ async def _count_totals(
     omics: Any, ids: list[str], totals: dict[str, int], progress: ExportProgress
 ) -> None:
     """Sum GetBatch's totalRuns (of distinct `ids`) for the ETA, on GetBatch's own quota."""
-    getter = _side_dispatcher(FetchStats())
+    getter = _side_dispatcher(omics, FetchStats())
     for batch_id in ids:
         total = totals.get(batch_id)
         if total is None:
-            total = await total_runs(omics, getter, batch_id)
+            total = await total_runs(getter, batch_id)
         if total is not None:
             progress.runs_expected += total
             progress.totals_known += 1

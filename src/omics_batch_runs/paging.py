@@ -142,6 +142,7 @@ async def iter_pages(
         pool=options.concurrency,
     ) as omics:
         dispatcher = Dispatcher(
+            omics,
             concurrency=options.concurrency,
             rate=rate,
             stats=stats,
@@ -167,7 +168,7 @@ async def iter_pages(
                 params = options.request(batch_id, token)
                 try:
                     response = await dispatcher.call(
-                        omics.list_runs_in_batch, params, f"ListRunsInBatch batch {batch_id}"
+                        "list_runs_in_batch", params, f"ListRunsInBatch batch {batch_id}"
                     )
                 except (ClientError, BotoCoreError) as exc:  # anything else is a bug: crash
                     stats.batches_failed += 1
