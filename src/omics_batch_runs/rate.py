@@ -3,9 +3,10 @@
 Backing off per request cannot find a rate: every task waits on its own and they all come
 back together. One controller shared by every pagination paces the requests instead:
 
-- it starts at 10 requests/s (the documented quota of the HealthOmics list APIs) and
-  doubles every 50 ms until the first throttle (slow start), so a burst of concurrent
-  first requests does not drain the service's bucket before anything is known;
+- it starts at 10 requests/s (the documented quota of the HealthOmics list APIs), 10 of
+  them at once (the second's worth a bucket at that quota holds), and doubles every 25 ms
+  until the first throttle (slow start), so a burst of concurrent first requests does not
+  drain the service's bucket before anything is known;
 - on a throttle, the rate drops to just under the rate of *successful* requests since the
   previous throttle: the service's bucket was empty at both, so what got through in
   between (counted by when it was sent) is what it refilled, the quota itself or less;
@@ -27,7 +28,8 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 _INITIAL = 10.0  # requests/s to start from
-_START_DOUBLING = 0.05  # seconds per doubling before the first throttle
+_START_CREDIT = 10.0  # requests that may go at once at the start
+_START_DOUBLING = 0.025  # seconds per doubling before the first throttle
 _DOUBLING = 0.25  # seconds per doubling in a later slow start
 _LOOKBACK = 30.0  # seconds of successes kept to measure the quota over
 _SETTLE = 0.5  # seconds after a measure too short to measure over: a throttle then holds
@@ -57,7 +59,7 @@ class AdaptiveRate:
         self._cut_at: float | None = None  # None: nothing sent yet
         self._measured_at: float | None = None  # None: never throttled
         self._stamp = 0.0
-        self._tokens = 1.0
+        self._tokens = _START_CREDIT
         self._successes: deque[float] = deque()
         self._sends: deque[float] = deque()
 
@@ -77,7 +79,8 @@ class AdaptiveRate:
         if self._cut_at is None:
             self._cut_at = self._stamp = now
         rate = self.rate
-        self._tokens = min(1.0, self._tokens + (now - self._stamp) * rate)
+        # Refills up to one request; only the start credit is more than that.
+        self._tokens = min(max(1.0, self._tokens), self._tokens + (now - self._stamp) * rate)
         self._stamp = now
         if self._tokens < 1.0 - 1e-9:
             return (1.0 - self._tokens) / rate
