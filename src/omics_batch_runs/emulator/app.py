@@ -156,10 +156,19 @@ class EmulatorApp:
         return serve
 
     async def _serve(self, operation: str, handler: Any, request: web.Request) -> web.Response:
+        # The latency is the service's whole time to answer, its own work included.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.behaviour.delay()
+        answer = self._answer(operation, handler, request)
+        if (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(left)
+        if answer is None:
+            raise _Dropped
+        return answer
+
+    def _answer(self, operation: str, handler: Any, request: web.Request) -> web.Response | None:
+        """The response, or None for a connection to drop."""
         b = self.behaviour
-        delay = b.delay()
-        if delay:
-            await asyncio.sleep(delay)
         if not request.headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256 "):
             return _error("AccessDeniedException", "Missing Authentication Token")
         if b.throttled(operation):
@@ -175,7 +184,7 @@ class EmulatorApp:
                 return _error("RequestTimeoutException", "Request timed out")
             if fault == "error":
                 return _error("InternalServerException", "An internal error occurred")
-            raise _Dropped
+            return None
         try:
             body: bytes = handler(request)
         except ServiceError as e:
