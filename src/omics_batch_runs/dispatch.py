@@ -54,54 +54,45 @@ def transient_kind(exc: BaseException) -> str | None:
     return None
 
 
-class _Slot:
-    """One request's hold on the concurrency semaphore."""
+class _Call:
+    """One API call's place on the wire: its concurrency slot and when it was last sent."""
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self._dispatcher = dispatcher
         self.held = False
+        self.sent_at: float | None = None
 
-    async def take(self) -> None:
-        if self.held:
-            return
-        await self._dispatcher._semaphore.acquire()
-        self.held = True
-        s = self._dispatcher.stats
-        s.in_flight += 1
-        s.max_in_flight = max(s.max_in_flight, s.in_flight)
+    async def send(self) -> None:
+        """Before each send: a slot (kept across botocore's own retries), then the rate."""
+        d = self._dispatcher
+        if not self.held:
+            await d._semaphore.acquire()
+            self.held = True
+            d.stats.in_flight += 1
+            d.stats.max_in_flight = max(d.stats.max_in_flight, d.stats.in_flight)
+        self.sent_at = await d.rate.acquire()
+        d.stats.requests += 1
 
-    def give_back(self) -> None:
+    def release(self) -> None:
         if self.held:
             self.held = False
             self._dispatcher._semaphore.release()
             self._dispatcher.stats.in_flight -= 1
 
 
-_SLOT: ContextVar[_Slot | None] = ContextVar("omics_batch_runs_slot", default=None)
+_CALL: ContextVar[_Call | None] = ContextVar("omics_batch_runs_call", default=None)
 
 
 async def _before_send(**_: Any) -> None:
-    slot = _SLOT.get()
-    if slot is not None:
-        await slot.take()
+    call = _CALL.get()
+    if call is not None:
+        await call.send()
 
 
 def _before_parse(**_: Any) -> None:
-    slot = _SLOT.get()
-    if slot is not None:
-        slot.give_back()
-
-
-def _hook(client: Any) -> bool:
-    """Hold a slot only while a request is on the wire: from botocore's before-send event
-    to its before-parse event. Signing and parsing (about 2.5 ms of CPU for a 100-run
-    page) then keep no slot idle. Returns False for a client without botocore's events."""
-    events = getattr(getattr(client, "meta", None), "events", None)
-    if events is None:
-        return False
-    events.register("before-send.omics", _before_send, unique_id="omics-batch-runs-send")
-    events.register("before-parse.omics", _before_parse, unique_id="omics-batch-runs-parse")
-    return True
+    call = _CALL.get()
+    if call is not None:
+        call.release()
 
 
 class Dispatcher:
@@ -122,7 +113,12 @@ class Dispatcher:
         self.rate = rate
         self.stats = stats
         self._semaphore = anyio.Semaphore(concurrency)
-        self._hooked = _hook(client)
+        # A slot is held only while a request is on the wire, from botocore's before-send
+        # event to its before-parse: signing and parsing (about 2.5 ms of CPU for a
+        # 100-run page) then keep no slot idle. The handlers act only inside `_send`.
+        events = client.meta.events
+        events.register("before-send.omics", _before_send, unique_id="omics-batch-runs-send")
+        events.register("before-parse.omics", _before_parse, unique_id="omics-batch-runs-parse")
         self._max_attempts = max_attempts
         self._wait = wait_random_exponential(multiplier=backoff, max=max_backoff)
 
@@ -161,19 +157,16 @@ class Dispatcher:
         self, method: Callable[..., Awaitable[dict[str, Any]]], params: dict[str, Any]
     ) -> dict[str, Any]:
         s = self.stats
-        sent_at = await self.rate.acquire()
-        s.requests += 1
-        slot = _Slot(self)
-        token = _SLOT.set(slot)
+        call = _Call(self)
+        token = _CALL.set(call)
         try:
-            if not self._hooked:
-                await slot.take()  # no events to hook: hold the slot for the whole call
             response = await method(**params)
         except Exception as exc:
             kind = transient_kind(exc)
             if kind == "throttle":
                 s.throttles += 1
-                self.rate.on_throttle(sent_at)
+                if call.sent_at is not None:
+                    self.rate.on_throttle(call.sent_at)
             elif kind == "timeout":
                 s.timeouts += 1
             elif kind == "server_error":
@@ -182,7 +175,8 @@ class Dispatcher:
                 s.connection_errors += 1
             raise
         finally:
-            slot.give_back()
-            _SLOT.reset(token)
-        self.rate.on_success(sent_at)
+            call.release()
+            _CALL.reset(token)
+        if call.sent_at is not None:
+            self.rate.on_success(call.sent_at)
         return response
