@@ -53,7 +53,7 @@ class AdaptiveRate:
         self.max_rps = max_rps
         self._clock = clock
         self._sleep = sleep
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)
         self._base = _INITIAL  # the rate at the last cut (or the start)
         self._doubling: float | None = _START_DOUBLING  # slow start; None: cubic growth
         self._cut_at: float | None = None  # None: nothing sent yet
