@@ -332,7 +332,7 @@ def main() -> None:
                 runs = [run_once(scenario, client, ids_file) for _ in range(repeats)]
                 row = summarise(scenario, client, runs)
                 rows.append(row)
-                share = _fmt(row["share_of_ideal"], ".0%")
+                share = _fmt(row["share_of_ideal"] if row["complete"] else None, ".0%")
                 print(
                     f"{scenario.name:22} {client:30} {row['wall_s']:7.2f}s  ideal {share:>4}  "
                     f"throttled {row['throttled_share']:5.1%}  rss {row['peak_rss_mb']:5.0f} MB",
