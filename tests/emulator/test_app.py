@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 import urllib.error
 import urllib.request
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError
 
-from omics_batch_runs.emulator import Behaviour, Dataset, Emulator, run_emulator
+from omics_batch_runs.emulator import Behaviour, Dataset, Emulator, Fault, run_emulator
 
 from ..conftest import boto3_client, in_thread, paginate_with_boto3
 
@@ -150,13 +152,22 @@ async def test_scripted_faults_are_modeled_errors(
 
 
 async def test_a_dropped_connection_is_a_connection_error(emulator: Emulator) -> None:
-    from botocore.exceptions import ConnectionClosedError
-
     emulator.script_faults(["drop"])
     with pytest.raises(ConnectionClosedError):
         await in_thread(
             boto3_client(emulator.endpoint_url).list_runs_in_batch, batchId=emulator.batch_ids[0]
         )
+
+
+@pytest.mark.parametrize("fault", [None, "throttle", "drop"])
+async def test_every_answer_comes_after_the_latency(fault: Fault | None) -> None:
+    async with run_emulator(Dataset(batches=1), Behaviour(latency_ms=200, jitter=0)) as emulator:
+        emulator.script_faults([fault])
+        client = boto3_client(emulator.endpoint_url)
+        started = time.monotonic()
+        with contextlib.suppress(ClientError, ConnectionClosedError):
+            await in_thread(client.list_runs_in_batch, batchId=emulator.batch_ids[0])
+        assert time.monotonic() - started >= 0.2
 
 
 async def test_submitting_batch_lists_what_has_been_submitted() -> None:
