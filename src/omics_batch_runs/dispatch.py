@@ -114,7 +114,7 @@ class Dispatcher:
         self.stats = stats
         self._semaphore = anyio.Semaphore(concurrency, fast_acquire=True)
         # A slot is held only while a request is on the wire, from botocore's before-send
-        # event to its before-parse: signing and parsing (about 2.5 ms of CPU for a
+        # event to its before-parse: signing and parsing (about 2.3 ms of CPU for a
         # 100-run page) then keep no slot idle. The handlers act only inside `_send`.
         events = client.meta.events
         events.register("before-send.omics", _before_send, unique_id="omics-batch-runs-send")
