@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest_asyncio
 from botocore.config import Config
 
 from omics_batch_runs import add_missing_operations
-from omics_batch_runs.emulator import Behaviour, Dataset, Emulator, run_emulator
+from omics_batch_runs.emulator import Dataset, Emulator, run_emulator, run_emulator_in_thread
 
 
 @pytest.fixture(autouse=True)
@@ -78,38 +77,8 @@ def by_key(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     return keyed
 
 
-class ThreadedEmulator:
-    """An emulator on its own loop in a thread, for blocking callers such as the CLI."""
-
-    def __init__(self, dataset: Dataset, behaviour: Behaviour | None = None) -> None:
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.emulator: Emulator | None = None
-        self._thread = threading.Thread(
-            target=asyncio.run, args=(self._serve(dataset, behaviour),), daemon=True
-        )
-        self._thread.start()
-        self._ready.wait(10)
-
-    async def _serve(self, dataset: Dataset, behaviour: Behaviour | None) -> None:
-        self._stop = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        async with run_emulator(dataset, behaviour) as running:
-            self.emulator = running
-            self._ready.set()
-            await self._stop.wait()
-
-    def close(self) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-
 @pytest.fixture
 def served() -> Iterator[Emulator]:
     """The `emulator` fixture's data, served from a thread: for the CLI and other blocking code."""
-    threaded = ThreadedEmulator(Dataset(seed=1, batches=12))
-    assert threaded.emulator is not None
-    yield threaded.emulator
-    threaded.close()
+    with run_emulator_in_thread(Dataset(seed=1, batches=12)) as running:
+        yield running

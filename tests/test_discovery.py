@@ -22,14 +22,14 @@ def test_batch_filter_checks() -> None:
 async def test_list_batches_pages_through_all(emulator: Emulator) -> None:
     async with open_client(endpoint_url=emulator.endpoint_url) as omics:
         stats = FetchStats()
-        dispatcher = Dispatcher(
+        with Dispatcher(
             omics, concurrency=2, rate=AdaptiveRate(), stats=stats, max_attempts=3
-        )
-        items = [i async for i in list_batches(dispatcher, {})]
-        assert [i["id"] for i in items] == emulator.batch_ids
-        processed = [i async for i in list_batches(dispatcher, {"status": "PROCESSED"})]
-        assert processed and all(i["status"] == "PROCESSED" for i in processed)
-        batch = emulator.dataset.batches[1]
-        assert await total_runs(dispatcher, batch.id) == batch.total_runs
-        assert await total_runs(dispatcher, "999") is None
-        assert stats.max_in_flight >= 1 and stats.in_flight == 0
+        ) as dispatcher:
+            items = [i async for i in list_batches(dispatcher, {})]
+            assert [i["id"] for i in items] == emulator.batch_ids
+            processed = [i async for i in list_batches(dispatcher, {"status": "PROCESSED"})]
+            assert processed and all(i["status"] == "PROCESSED" for i in processed)
+            batch = emulator.dataset.batches[1]
+            assert await total_runs(dispatcher, batch.id) == batch.total_runs
+            assert await total_runs(dispatcher, "999") is None
+            assert stats.max_in_flight >= 1 and stats.in_flight == 0

@@ -16,9 +16,9 @@ import orjson
 import pytest
 
 from omics_batch_runs.cli import main
-from omics_batch_runs.emulator import Behaviour, Dataset, Emulator
+from omics_batch_runs.emulator import Behaviour, Dataset, Emulator, run_emulator_in_thread
 
-from .conftest import ThreadedEmulator, by_key, paginate_with_boto3
+from .conftest import by_key, paginate_with_boto3
 
 
 def run(argv: list[str]) -> int:
@@ -126,10 +126,7 @@ def test_a_missing_batch_fails_alone(
 
 def test_under_faults_the_export_is_exactly_once(tmp_path: Path) -> None:
     faults = Behaviour(timeout_rate=0.05, error_rate=0.03, drop_rate=0.02, rate=300, burst=30)
-    threaded = ThreadedEmulator(Dataset(seed=8, batches=20), faults)
-    emulator = threaded.emulator
-    assert emulator is not None
-    try:
+    with run_emulator_in_thread(Dataset(seed=8, batches=20), faults) as emulator:
         out = tmp_path / "runs.jsonl"
         argv = ["--all-batches", "-o", str(out), "--endpoint-url", emulator.endpoint_url]
         assert run(["export", *argv]) == 0
@@ -137,20 +134,13 @@ def test_under_faults_the_export_is_exactly_once(tmp_path: Path) -> None:
         faults.timeout_rate = faults.error_rate = faults.drop_rate = 0.0
         faults.set_quota(None)
         assert by_key(read_lines(out)) == by_key(reference(emulator))
-    finally:
-        threaded.close()
 
 
 def test_json_logs_carry_no_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    threaded = ThreadedEmulator(Dataset(seed=8, batches=6), Behaviour(timeout_rate=0.2))
-    emulator = threaded.emulator
-    assert emulator is not None
-    try:
-        argv = [*emulator.batch_ids, "-o", str(tmp_path / "o.jsonl"), "--log-format", "json"]
-        argv += ["--log-level", "debug", "--endpoint-url", emulator.endpoint_url]
+    with run_emulator_in_thread(Dataset(seed=8, batches=6), Behaviour(timeout_rate=0.2)) as emu:
+        argv = [*emu.batch_ids, "-o", str(tmp_path / "o.jsonl"), "--log-format", "json"]
+        argv += ["--log-level", "debug", "--endpoint-url", emu.endpoint_url]
         assert run(["export", *argv]) == 0
-    finally:
-        threaded.close()
     err = capsys.readouterr().err
     logs = [orjson.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any("retrying ListRunsInBatch" in entry["message"] for entry in logs)

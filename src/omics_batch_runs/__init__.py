@@ -4,8 +4,15 @@ import logging
 from importlib.metadata import version as _version
 
 from .client import add_missing_operations
-from .options import FetchOptions, InvalidInput
-from .paging import BatchError, BatchesFailed, Page, iter_pages, iter_runs
+from .errors import (
+    BatchError,
+    BatchesFailed,
+    InvalidInput,
+    OmicsBatchRunsError,
+    UnsupportedEventLoop,
+)
+from .options import FetchOptions
+from .paging import Page, PageStream, RunStream, iter_pages, iter_runs, open_pages, open_runs
 from .rate import AdaptiveRate
 from .stats import FetchStats
 
@@ -19,9 +26,15 @@ __all__ = [
     "FetchOptions",
     "FetchStats",
     "InvalidInput",
+    "OmicsBatchRunsError",
     "Page",
+    "PageStream",
+    "RunStream",
+    "UnsupportedEventLoop",
     "__version__",
     "add_missing_operations",
     "iter_pages",
     "iter_runs",
+    "open_pages",
+    "open_runs",
 ]

@@ -18,9 +18,10 @@ from rich.console import Console
 from . import __version__
 from .checkpoint import CheckpointError
 from .discovery import batch_filter
+from .errors import InvalidInput
 from .export import ExportProgress, OutputMissing, Source, run_export
 from .logs import redact, setup_logging
-from .options import FetchOptions, InvalidInput, check_batch_id
+from .options import FetchOptions, check_batch_id
 from .progress import LiveProgress, summary
 from .service import BATCH_STATUSES, SUBMISSION_STATUSES
 

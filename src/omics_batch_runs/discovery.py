@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from .dispatch import Dispatcher
-from .options import InvalidInput
+from .errors import InvalidInput
 from .service import BATCH_STATUSES
 
 

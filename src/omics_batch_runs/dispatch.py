@@ -8,11 +8,14 @@ Not retried: validation, access and not-found errors, which no retry can fix.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from tenacity import (
@@ -23,6 +26,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from .errors import InvalidInput, error_code
 from .rate import AdaptiveRate
 from .stats import FetchStats
 
@@ -36,18 +40,13 @@ _KINDS = {
 }
 
 
-def error_code(exc: BaseException) -> str:
-    """The service's error code, or the exception's class name for transport errors."""
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return type(exc).__name__
-
-
 def transient_kind(exc: BaseException) -> str | None:
     """What kind of transient failure this is, or None if retrying cannot help."""
     if isinstance(exc, ClientError):
-        kind = _KINDS.get(error_code(exc))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status == 429:  # whatever the code says: a proxy or gateway may use its own
+            return "throttle"
+        kind = _KINDS.get(error_code(exc))
         return kind or ("server_error" if status >= 500 else None)
     if isinstance(exc, (HTTPClientError, BotocoreConnectionError)):
         return "connection"
@@ -71,6 +70,8 @@ class _Call:
             d.stats.in_flight += 1
             d.stats.max_in_flight = max(d.stats.max_in_flight, d.stats.in_flight)
         self.sent_at = await d.rate.acquire()
+        # A fetch stopped while this waited sends nothing more, even if it woke already.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         d.stats.requests += 1
 
     def release(self) -> None:
@@ -95,8 +96,46 @@ def _before_parse(**_: Any) -> None:
         call.release()
 
 
+# Dispatchers using each client's event emitter: the handlers stay registered while any
+# does, and are removed after the last, so that a borrowed client is left as it came.
+_users: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_HANDLERS = (
+    ("before-send.omics", _before_send, "omics-batch-runs-send"),
+    ("before-parse.omics", _before_parse, "omics-batch-runs-parse"),
+)
+
+
+def _hook(events: Any) -> None:
+    if not _users.get(events):
+        for event, handler, unique_id in _HANDLERS:
+            events.register(event, handler, unique_id=unique_id)
+    _users[events] = _users.get(events, 0) + 1
+
+
+def _unhook(events: Any) -> None:
+    _users[events] -= 1
+    if not _users[events]:
+        del _users[events]
+        for event, handler, unique_id in _HANDLERS:
+            events.unregister(event, handler, unique_id=unique_id)
+
+
+def check_retries_off(client: Any) -> None:
+    """A client's own retries would hide throttles from the rate controller and the counts."""
+    retries = getattr(client.meta.config, "retries", None) or {}
+    if retries.get("total_max_attempts") != 1:
+        raise InvalidInput(
+            "client= has botocore's own retries on; create it with "
+            "botocore.config.Config(retries={'total_max_attempts': 1}) so that every retry "
+            "is paced and counted here"
+        )
+
+
 class Dispatcher:
-    """Sends one client's requests for many concurrent paginations (one account and Region)."""
+    """Sends one client's requests for many concurrent paginations (one account and Region).
+
+    Use it as a context manager: its event handlers are on the client only inside.
+    """
 
     def __init__(
         self,
@@ -113,14 +152,23 @@ class Dispatcher:
         self.rate = rate
         self.stats = stats
         self._semaphore = anyio.Semaphore(concurrency, fast_acquire=True)
+        self._max_attempts = max_attempts
+        self._wait = wait_random_exponential(multiplier=backoff, max=max_backoff)
+
+    def __enter__(self) -> Dispatcher:
         # A slot is held only while a request is on the wire, from botocore's before-send
         # event to its before-parse: signing and parsing (about 2.3 ms of CPU for a
         # 100-run page) then keep no slot idle. The handlers act only inside `_send`.
-        events = client.meta.events
-        events.register("before-send.omics", _before_send, unique_id="omics-batch-runs-send")
-        events.register("before-parse.omics", _before_parse, unique_id="omics-batch-runs-parse")
-        self._max_attempts = max_attempts
-        self._wait = wait_random_exponential(multiplier=backoff, max=max_backoff)
+        _hook(self.client.meta.events)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _unhook(self.client.meta.events)
 
     async def call(self, operation: str, params: dict[str, Any], what: str) -> dict[str, Any]:
         """One API call with retries; raises the last error when retrying cannot help."""

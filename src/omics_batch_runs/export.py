@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ from .checkpoint import BatchState, Checkpoint, fingerprint
 from .client import open_client
 from .discovery import list_batches, total_runs
 from .dispatch import Dispatcher
+from .errors import BatchError
 from .options import FetchOptions
-from .paging import BatchError, Page, iter_pages
+from .paging import Page, open_pages
 from .rate import AdaptiveRate
 from .sink import JsonLinesSink
 from .stats import FetchStats
@@ -83,11 +83,11 @@ async def run_export(
         ids = list(source.batch_ids)
         totals: dict[str, int] = {}
         if source.discover is not None:
-            lister = _side_dispatcher(omics, progress.stats)
-            async for item in list_batches(lister, source.discover):
-                ids.append(item["id"])
-                if "totalRuns" in item:
-                    totals[item["id"]] = int(item["totalRuns"])
+            with _side_dispatcher(omics, progress.stats) as lister:
+                async for item in list_batches(lister, source.discover):
+                    ids.append(item["id"])
+                    if "totalRuns" in item:
+                        totals[item["id"]] = int(item["totalRuns"])
         sink = JsonLinesSink(output, resume_at=state.offset if state.started else None)
         ids = list(dict.fromkeys(ids))
         todo = [b for b in ids if not state.batches.get(b, BatchState()).done]
@@ -149,15 +149,14 @@ async def _pump(
 ) -> None:
     tokens = {b: t for b in todo if (t := state.batches.get(b, BatchState()).token)}
     last_commit = time.monotonic()
-    pages = iter_pages(
+    async with open_pages(
         todo,
         options,
         client=omics,
         stats=progress.stats,
         on_error=progress.failed.append,
         start_tokens=tokens,
-    )
-    async with aclosing(pages):
+    ) as pages:
         async for page in pages:
             _record(page, sink.write(page.runs), state, progress)
             if time.monotonic() - last_commit >= commit_every:
@@ -183,11 +182,11 @@ async def _count_totals(
     omics: Any, ids: list[str], totals: dict[str, int], progress: ExportProgress
 ) -> None:
     """Sum GetBatch's totalRuns (of distinct `ids`) for the ETA, on GetBatch's own quota."""
-    getter = _side_dispatcher(omics, FetchStats())
-    for batch_id in ids:
-        total = totals.get(batch_id)
-        if total is None:
-            total = await total_runs(getter, batch_id)
-        if total is not None:
-            progress.runs_expected += total
-            progress.totals_known += 1
+    with _side_dispatcher(omics, FetchStats()) as getter:
+        for batch_id in ids:
+            total = totals.get(batch_id)
+            if total is None:
+                total = await total_runs(getter, batch_id)
+            if total is not None:
+                progress.runs_expected += total
+                progress.totals_known += 1

@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import InvalidInput
 from .service import MAX_PAGE_SIZE, SUBMISSION_STATUSES
-
-
-class InvalidInput(ValueError):
-    """Input the service would refuse, or that makes no sense; found before any request."""
 
 
 def check_batch_id(value: object) -> str:

@@ -52,6 +52,8 @@ class AdaptiveRate:
     ) -> None:
         self.max_rps = max_rps
         self._clock = clock
+        self._last_read = -math.inf
+        self._skew = 0.0  # how far the clock has gone back, in all
         self._sleep = sleep
         self._lock = anyio.Lock(fast_acquire=True)
         self._base = _INITIAL  # the rate at the last cut (or the start)
@@ -63,31 +65,43 @@ class AdaptiveRate:
         self._successes: deque[float] = deque()
         self._sends: deque[float] = deque()
 
+    def _now(self) -> float:
+        """The clock, made monotonic: a clock that goes back costs no time, and no credit."""
+        now = self._clock() + self._skew
+        if now < self._last_read:
+            self._skew += self._last_read - now
+            now = self._last_read
+        self._last_read = now
+        return now
+
     @property
     def rate(self) -> float:
         """Requests/s allowed now."""
-        elapsed = 0.0 if self._cut_at is None else self._clock() - self._cut_at
+        # Growth is capped far above any quota, so the arithmetic stays finite however
+        # long nothing was throttled.
+        elapsed = 0.0 if self._cut_at is None else self._now() - self._cut_at
         if self._doubling is not None:
             grown = self._base * math.pow(2.0, min(elapsed / self._doubling, 40.0))
         else:
-            grown = self._base * (1.0 + (elapsed / _GROWTH_TIME) ** 3)
+            grown = self._base * (1.0 + min(elapsed / _GROWTH_TIME, 1e4) ** 3)
+        grown = max(_FLOOR, grown)
         return grown if self.max_rps is None else min(grown, self.max_rps)
 
     def take(self) -> float:
         """Take a send slot if one is free (returns 0), else how long until one is."""
-        now = self._clock()
+        now = self._now()
         if self._cut_at is None:
             self._cut_at = self._stamp = now
         rate = self.rate
         # Refills up to one request; only the start credit is more than that.
-        self._tokens = min(max(1.0, self._tokens), self._tokens + (now - self._stamp) * rate)
+        refill = max(0.0, now - self._stamp) * rate
+        self._tokens = min(max(1.0, self._tokens), self._tokens + refill)
         self._stamp = now
         if self._tokens < 1.0 - 1e-9:
             return (1.0 - self._tokens) / rate
         self._tokens = max(0.0, self._tokens - 1.0)
         self._sends.append(now)
-        while self._sends[0] <= now - 1.0:
-            self._sends.popleft()
+        _forget_before(self._sends, now - 1.0)
         return 0.0
 
     async def acquire(self) -> float:
@@ -96,7 +110,7 @@ class AdaptiveRate:
             while (wait := self.take()) > 0:
                 # Short naps: a rate that grows, or is cut, applies to who already waits.
                 await self._sleep(min(wait, _MAX_NAP))
-        return self._clock()
+        return self._now()
 
     def on_success(self, sent_at: float) -> None:
         """A request sent at `sent_at` (from `acquire`) succeeded.
@@ -104,15 +118,13 @@ class AdaptiveRate:
         Successes are counted by when they were sent: a token the service gave out before
         its bucket ran dry must not count towards what it refills after.
         """
-        now = self._clock()
         self._successes.append(sent_at)
-        while self._successes[0] <= now - _LOOKBACK:
-            self._successes.popleft()
+        _forget_before(self._successes, self._now() - _LOOKBACK)
 
     def on_throttle(self, sent_at: float) -> None:
         if self._cut_at is not None and sent_at < self._cut_at:
             return
-        now = self._clock()
+        now = self._now()
         current = self.rate
         if self._measured_at is not None and now - self._measured_at < _SETTLE:
             # Too soon after a measure to measure again: hold the rate reached and grow
@@ -125,7 +137,7 @@ class AdaptiveRate:
                 start, span = now - 1.0, 1.0  # at most a second, and at least: a burst
             else:
                 start = max(self._measured_at, now - _LOOKBACK)
-                span = now - start
+                span = max(now - start, _SETTLE)
             succeeded = sum(1 for t in self._successes if t > start)
             if succeeded < _MIN_EVIDENCE:
                 sent = sum(1 for t in self._sends if t > now - 1.0)
@@ -136,3 +148,9 @@ class AdaptiveRate:
             self._measured_at = now
         self._cut_at = self._stamp = now
         self._tokens = 0.0
+
+
+def _forget_before(times: deque[float], cutoff: float) -> None:
+    """Drop the oldest entries at or before `cutoff` (a request may outlast the look-back)."""
+    while times and times[0] <= cutoff:
+        times.popleft()

@@ -8,7 +8,7 @@ from .app import Counters
 from .behaviour import Behaviour, Fault
 from .dataset import Batch, Dataset
 from .demo import demo_service
-from .server import Emulator, run_emulator, serve_forever
+from .server import Emulator, run_emulator, run_emulator_in_thread, serve_forever
 
 __all__ = [
     "Batch",
@@ -19,5 +19,6 @@ __all__ = [
     "Fault",
     "demo_service",
     "run_emulator",
+    "run_emulator_in_thread",
     "serve_forever",
 ]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -62,6 +63,50 @@ async def run_emulator(
         )
     finally:
         await runner.cleanup()
+
+
+@contextmanager
+def run_emulator_in_thread(
+    dataset: Dataset | None = None,
+    behaviour: Behaviour | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> Iterator[Emulator]:
+    """Serve the emulator from a thread and event loop of its own until the block ends.
+
+    For blocking clients (boto3, the AWS CLI), plain tests, and async code on any loop:
+    a blocking call cannot stall it, since it does not share the caller's loop.
+    """
+    started = threading.Event()
+    running: list[Emulator] = []
+    failed: list[BaseException] = []
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        try:
+            async with run_emulator(dataset, behaviour, host=host, port=port) as emulator:
+                running.append(emulator)
+                started.set()
+                await stop.wait()
+        except BaseException as e:
+            failed.append(e)
+            started.set()
+
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(serve(),), name="omics-emulator", daemon=True
+    )
+    thread.start()
+    started.wait()
+    try:
+        if failed:
+            raise failed[0]
+        yield running[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join()
+        loop.close()
 
 
 def serve_forever(
