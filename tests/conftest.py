@@ -37,7 +37,7 @@ async def emulator() -> AsyncIterator[Emulator]:
 def boto3_client(endpoint_url: str) -> Any:
     """The reference client: boto3, host prefix off, its retries off."""
     session = boto3.Session()
-    add_missing_operations(session._session)  # an older botocore lacks the operations
+    add_missing_operations(session)  # an older botocore lacks the operations
     return session.client(
         "omics",
         endpoint_url=endpoint_url,

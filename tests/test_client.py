@@ -64,9 +64,23 @@ def test_sessions_accepted() -> None:
         aiobotocore_session(object())
 
 
+def test_add_missing_operations_takes_every_kind_of_session() -> None:
+    import boto3
+    from botocore.session import Session
+
+    for session in (Session(), AioSession(), boto3.Session()):
+        add_missing_operations(session)  # returns whether it was needed: this botocore's age
+        core = getattr(session, "_session", session)
+        model = core.get_component("data_loader").load_service_model("omics", "service-2")
+        assert "ListRunsInBatch" in model["operations"]
+    with pytest.raises(TypeError, match="expected a botocore, boto3 or aioboto3 session"):
+        add_missing_operations(object())
+
+
 async def test_an_aioboto3_session_works(emulator: Emulator) -> None:
     aioboto3 = pytest.importorskip("aioboto3", reason="aioboto3 is in the compat environment")
     session = aioboto3.Session(region_name="us-east-1")
+    add_missing_operations(session)  # what a user with their own aioboto3 client would do
     ids = emulator.batch_ids[:4]
     runs = [r async for r in iter_runs(ids, session=session, endpoint_url=emulator.endpoint_url)]
     assert runs and sorted(runs, key=str) == sorted(expected_runs(emulator, ids), key=str)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,8 +24,10 @@ from omics_batch_runs import (
     FetchOptions,
     FetchStats,
     InvalidInput,
+    UnsupportedEventLoop,
     iter_pages,
     iter_runs,
+    open_runs,
 )
 from omics_batch_runs.client import open_client
 from omics_batch_runs.emulator import Behaviour, Dataset, Emulator, Fault, run_emulator
@@ -302,3 +311,206 @@ async def test_a_bug_is_raised_not_reported_as_a_batch_failure(emulator: Emulato
         with pytest.raises(KeyError):
             await collect(emulator.batch_ids, emulator, client=omics)
     assert client_tasks() == set()
+
+
+# Stopping early however the caller stops: the caller's task is left as it was, no request
+# is sent after the loop has ended, and no task is left behind.
+
+
+def caller_intact() -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    if sys.version_info >= (3, 11):
+        assert task.cancelling() == 0
+
+
+async def sent_nothing_after(emulator: Emulator, stats: FetchStats) -> None:
+    """What the client had sent when the loop ended is all the emulator ever receives."""
+    sent = stats.requests
+    await asyncio.sleep(0.3)  # unrelated awaits in the caller, and time for a stray request
+    caller_intact()
+    assert stats.requests == sent
+    assert sum(emulator.counters.requests.values()) <= sent
+    assert client_tasks() == set()
+
+
+@pytest.fixture
+async def slow() -> AsyncIterator[Emulator]:
+    async with run_emulator(Dataset(seed=2, batches=40), Behaviour(latency_ms=20)) as emulator:
+        yield emulator
+
+
+async def test_a_plain_break_without_aclosing(slow: Emulator) -> None:
+    stats = FetchStats()
+    async for _ in iter_runs(slow.batch_ids, endpoint_url=slow.endpoint_url, stats=stats):
+        break
+    await sent_nothing_after(slow, stats)
+
+
+async def test_a_plain_break_stops_sending_on_the_spot() -> None:
+    """Workers ready to send at the moment of the `break` send nothing: the generator is
+    stopped as it becomes unreachable, before the event loop runs anything else."""
+    async with run_emulator(Dataset(seed=2, runs_per_batch=500, batches=40)) as emulator:
+        stats = FetchStats()
+        seen = 0
+        async for _ in iter_runs(
+            emulator.batch_ids, endpoint_url=emulator.endpoint_url, stats=stats, page_size=1
+        ):
+            seen += 1
+            if seen == 200:
+                break
+        await sent_nothing_after(emulator, stats)
+
+
+async def test_a_timeout_around_a_loop_whose_body_awaits(slow: Emulator) -> None:
+    stats = FetchStats()
+    with anyio.move_on_after(0.2) as scope:
+        async for _ in iter_runs(slow.batch_ids, endpoint_url=slow.endpoint_url, stats=stats):
+            await anyio.sleep(0.01)
+    assert scope.cancelled_caught
+    await sent_nothing_after(slow, stats)
+
+
+async def test_a_cancel_scope_cancelled_inside_the_loop(slow: Emulator) -> None:
+    stats = FetchStats()
+    with anyio.CancelScope() as scope:
+        async for _ in iter_runs(slow.batch_ids, endpoint_url=slow.endpoint_url, stats=stats):
+            if stats.pages > 3:
+                scope.cancel()
+            await anyio.lowlevel.checkpoint()
+    await sent_nothing_after(slow, stats)
+
+
+async def test_a_loop_cancelled_from_outside(slow: Emulator) -> None:
+    stats = FetchStats()
+
+    async def consume() -> None:
+        async for _ in iter_runs(slow.batch_ids, endpoint_url=slow.endpoint_url, stats=stats):
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await sent_nothing_after(slow, stats)
+
+
+async def test_finalised_by_the_garbage_collector_from_another_task(slow: Emulator) -> None:
+    stats = FetchStats()
+
+    async def start_and_abandon() -> None:
+        runs = iter_runs(slow.batch_ids, endpoint_url=slow.endpoint_url, stats=stats)
+        await runs.__anext__()
+        cycle: list[Any] = [runs]
+        cycle.append(cycle)  # only the cyclic collector can find it now
+
+    await asyncio.create_task(start_and_abandon())
+    gc.collect()
+    await sent_nothing_after(slow, stats)
+
+
+async def test_the_structured_form_stops_when_its_block_is_left(slow: Emulator) -> None:
+    async with open_runs(slow.batch_ids, endpoint_url=slow.endpoint_url) as runs:
+        async for _ in runs:
+            break
+        # Still inside: it is the block, not the loop, that stops the fetch.
+        assert client_tasks() != set()
+    await sent_nothing_after(slow, runs.stats)
+
+
+async def test_an_exception_in_on_error_propagates_as_itself_and_stops(slow: Emulator) -> None:
+    class Stop(Exception):
+        pass
+
+    def on_error(error: BatchError) -> None:
+        raise Stop(error.batch_id)
+
+    stats = FetchStats()
+    with pytest.raises(Stop, match=r"^999$"):
+        async for _ in iter_runs(
+            ["999", *slow.batch_ids], endpoint_url=slow.endpoint_url, stats=stats, on_error=on_error
+        ):
+            pass
+    await sent_nothing_after(slow, stats)
+
+
+USER_SCRIPT = """
+import asyncio, sys
+import anyio
+from omics_batch_runs import FetchStats, iter_runs
+from omics_batch_runs.emulator import Behaviour, Dataset, run_emulator_in_thread
+
+async def main(emulator):
+    url, ids = emulator.endpoint_url, emulator.batch_ids
+    async for _ in iter_runs(ids, endpoint_url=url):
+        break
+    await anyio.sleep(0.2)
+    with anyio.move_on_after(0.2):
+        async for _ in iter_runs(ids, endpoint_url=url):
+            await anyio.sleep(0.01)
+    await anyio.sleep(0.2)
+    print("ok")
+
+with run_emulator_in_thread(Dataset(seed=2, batches=40), Behaviour(latency_ms=20)) as emulator:
+    anyio.run(main, emulator)
+"""
+
+
+def test_no_warning_under_python_dev_mode(tmp_path: Path) -> None:
+    script = tmp_path / "user.py"
+    script.write_text(USER_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
+
+
+def test_under_trio_it_is_refused_at_once() -> None:
+    pytest.importorskip("trio")
+
+    async def main() -> None:
+        async for _ in iter_runs(["1"], endpoint_url="http://127.0.0.1:9"):
+            pass
+
+    started = time.monotonic()
+    with pytest.raises(UnsupportedEventLoop, match="needs asyncio"):
+        anyio.run(main, backend="trio")
+    assert time.monotonic() - started < 2
+
+
+async def test_a_request_slower_than_the_rate_look_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer comes after the rate controller has forgotten the last success."""
+    monkeypatch.setattr("omics_batch_runs.rate._LOOKBACK", 0.01)
+    async with run_emulator(Dataset(seed=3, sizes=[250, 40]), Behaviour(latency_ms=50)) as emu:
+        runs = await collect(emu.batch_ids, emu, concurrency=1)
+        assert by_key(runs) == by_key(expected_runs(emu))
+
+
+def handler_ids(client: Any) -> set[str]:
+    return set(client.meta.events._emitter._unique_id_handlers)
+
+
+async def test_a_borrowed_client_is_left_as_it_came(emulator: Emulator) -> None:
+    async with open_client(endpoint_url=emulator.endpoint_url) as omics:
+        before = handler_ids(omics)
+        await collect(emulator.batch_ids[:2], emulator, client=omics)
+        assert handler_ids(omics) == before
+        await collect(["999"], emulator, client=omics, on_error=lambda _: None)
+        assert handler_ids(omics) == before
+
+
+async def test_a_borrowed_client_with_its_own_retries_is_refused(emulator: Emulator) -> None:
+    from aiobotocore.session import get_session
+    from botocore.config import Config
+
+    config = Config(inject_host_prefix=False)  # botocore's default: legacy retries on
+    async with get_session().create_client(
+        "omics", endpoint_url=emulator.endpoint_url, config=config
+    ) as omics:
+        with pytest.raises(InvalidInput, match="total_max_attempts': 1"):
+            await collect(emulator.batch_ids, emulator, client=omics)
+    assert emulator.counters.requests == {}

@@ -6,13 +6,27 @@ Deterministic: no wall time is measured, so these hold on a loaded machine too.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections import deque
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from omics_batch_runs import AdaptiveRate
+from omics_batch_runs.rate import _FLOOR
+
+
+class Clock:
+    """A virtual clock: what the controller reads is what the simulation sets."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @dataclass
@@ -32,18 +46,25 @@ def simulate(
     *,
     max_rps: float | None = None,
     quota_later: tuple[float, float] | None = None,
+    rate: AdaptiveRate | None = None,
+    start: float = 0.0,
+    clock: Clock | None = None,
 ) -> Outcome:
-    """`concurrency` workers send through one AdaptiveRate to a token-bucket service."""
-    now = 0.0
-    rate = AdaptiveRate(max_rps, clock=lambda: now)
-    tokens, stamp = burst, 0.0
+    """`concurrency` workers send through one AdaptiveRate to a token-bucket service.
+
+    Pass `rate` with the `clock` it reads to go on with a controller already used."""
+    clock = clock if clock is not None else Clock()
+    now = clock.now = start
+    rate = rate if rate is not None else AdaptiveRate(max_rps, clock=clock)
+    tokens, stamp = burst, start
     rng = random.Random(1)
     done = throttled = sent = 0
     waiting: deque[int] = deque(range(concurrency))
-    events: list[tuple[float, int, str, float]] = [(0.0, -1, "tick", 0.0)]
+    events: list[tuple[float, int, str, float]] = [(start, -1, "tick", start)]
     ticking = True
     while done < pages:
         now, worker, kind, sent_at = heapq.heappop(events)
+        clock.now = now
         if quota_later and now >= quota_later[0]:
             quota = quota_later[1]
         if kind == "tick":
@@ -72,7 +93,7 @@ def simulate(
             heapq.heappush(events, (now, -1, "tick", 0.0))
             ticking = True
     limit = quota if max_rps is None else min(quota, max_rps)
-    return Outcome(now, (pages - burst) / limit, throttled, sent)
+    return Outcome(now - start, (pages - burst) / limit, throttled, sent)
 
 
 @pytest.mark.parametrize(("quota", "burst"), [(10, 10), (20, 20), (5, 5), (100, 100)])
@@ -107,8 +128,10 @@ def test_starts_at_ten_per_second_ten_at_once_and_doubles_until_throttled() -> N
     assert [rate.take() for _ in range(10)] == [0.0] * 10
     assert rate.rate == 10.0
     assert rate.take() == pytest.approx(0.1)
+    t = 0.1
+    assert rate.rate == pytest.approx(10.0 * 2**4)
     t = 0.5
-    assert rate.rate == pytest.approx(10.0 * 2**20)
+    assert rate.rate == 100_000.0  # the ceiling: 10 * 2**20 would be past any quota
 
 
 def test_throttles_of_requests_sent_before_a_cut_are_ignored() -> None:
@@ -122,3 +145,45 @@ def test_throttles_of_requests_sent_before_a_cut_are_ignored() -> None:
     after_first = rate.rate
     rate.on_throttle(sent_at=1.4)  # answered the old rate: no second cut
     assert rate.rate == after_first
+
+
+EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["take", "success", "throttle", "clock"]),
+        st.floats(-120.0, 900.0),  # how far the clock moves first: back, a little, minutes
+        st.floats(-1.0, 600.0),  # how long before now the request was sent
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=EVENTS, max_rps=st.one_of(st.none(), st.floats(0.1, 50.0)))
+def test_no_sequence_of_events_makes_it_raise_or_leave_its_bounds(
+    events: list[tuple[str, float, float]], max_rps: float | None
+) -> None:
+    clock = Clock()
+    clock.now = 1000.0
+    rate = AdaptiveRate(max_rps, clock=clock)
+    for kind, step, age in events:
+        clock.now += step
+        if kind == "take":
+            wait = rate.take()
+            assert 0.0 <= wait < math.inf
+        elif kind == "success":
+            rate.on_success(clock.now - age)
+        elif kind == "throttle":
+            rate.on_throttle(clock.now - age)
+        low = _FLOOR if max_rps is None else min(_FLOOR, max_rps)
+        assert low <= rate.rate <= (max_rps or math.inf)
+        assert math.isfinite(rate.rate)
+    # Whatever happened, it still finds a quota (10/s, 40 s of pages), then holds it.
+    limit = 10.0 if max_rps is None else min(10.0, max_rps)
+    pages = max(40, int(limit * 40))
+    for _ in range(2):
+        out = simulate(10, 10, 0.03, 16, pages, rate=rate, clock=clock, start=clock.now)
+    if max_rps is None or max_rps > 10:
+        assert out.ideal / out.elapsed >= 0.9
+    else:  # capped below the quota: never throttled, and held at the cap
+        assert out.throttled == 0
+        assert out.elapsed == pytest.approx(pages / max_rps, rel=0.05)

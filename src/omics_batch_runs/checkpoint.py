@@ -17,10 +17,12 @@ from typing import Any
 
 import orjson
 
+from .errors import OmicsBatchRunsError
+
 _VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(OmicsBatchRunsError, ValueError):
     """The checkpoint cannot be used for this export."""
 
 

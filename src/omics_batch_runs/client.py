@@ -10,6 +10,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from aiobotocore.session import AioSession, get_session
 from botocore.config import Config
 from botocore.loaders import create_loader
@@ -27,16 +28,20 @@ def _bundled_model_lacks_batches() -> bool:
     return not all(op in model["operations"] for op in _OPERATIONS)
 
 
-def add_missing_operations(session: Session) -> bool:
+def add_missing_operations(session: Any) -> bool:
     """Teach an older botocore (aioboto3 15.x pins 1.40) the run-batch operations.
 
     Adds this package's `service-2.sdk-extras.json` (and the paginators') to the data path
-    of a botocore or aiobotocore session, which botocore merges into the omics model.
-    Returns whether it was needed.
+    of a session (botocore's, aiobotocore's, boto3's or aioboto3's), which botocore merges
+    into the omics model. Returns whether it was needed.
     """
+    inner = getattr(session, "_session", None)  # boto3 and aioboto3 sessions wrap one
+    core = inner if isinstance(inner, Session) else session
+    if not isinstance(core, Session):
+        raise TypeError(f"expected a botocore, boto3 or aioboto3 session, got {type(session)}")
     if not _bundled_model_lacks_batches():
         return False
-    loader = session.get_component("data_loader")
+    loader = core.get_component("data_loader")
     if str(_DATA) not in loader.search_paths:
         loader.search_paths.append(str(_DATA))
     return True
@@ -66,6 +71,16 @@ def client_config(*, pool: int, endpoint_url: str | None) -> Config:
     return Config(**options)
 
 
+def _load_models(session: AioSession) -> None:
+    """What making a client reads from disk (botocore's JSON models, about 0.1 s), read in
+    a thread: the caller's event loop never stalls on it, and its cache serves the client."""
+    add_missing_operations(session)
+    loader = session.get_component("data_loader")
+    for type_name in ("service-2", "endpoint-rule-set-1"):
+        loader.load_service_model(SERVICE_NAME, type_name, API_VERSION)
+    session._get_internal_component("endpoint_resolver")  # what create_client uses
+
+
 @asynccontextmanager
 async def open_client(
     *,
@@ -79,8 +94,8 @@ async def open_client(
     if client is not None:
         yield client
         return
-    aio = aiobotocore_session(session)
-    add_missing_operations(aio)
+    aio = await anyio.to_thread.run_sync(aiobotocore_session, session)
+    await anyio.to_thread.run_sync(_load_models, aio)
     config = client_config(pool=pool, endpoint_url=endpoint_url)
     async with aio.create_client(
         SERVICE_NAME, region_name=region_name, endpoint_url=endpoint_url, config=config

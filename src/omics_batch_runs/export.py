@@ -21,7 +21,7 @@ from .checkpoint import BatchState, Checkpoint, fingerprint
 from .client import open_client
 from .discovery import list_batches, total_runs
 from .dispatch import Dispatcher
-from .errors import BatchError
+from .errors import BatchError, OmicsBatchRunsError
 from .options import FetchOptions
 from .paging import Page, open_pages
 from .rate import AdaptiveRate
@@ -29,7 +29,7 @@ from .sink import JsonLinesSink
 from .stats import FetchStats
 
 
-class OutputMissing(ValueError):
+class OutputMissing(OmicsBatchRunsError, ValueError):
     """A checkpoint says lines were written, but the output file is gone."""
 
 

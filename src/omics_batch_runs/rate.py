@@ -37,6 +37,8 @@ _MIN_EVIDENCE = 3  # successes needed to measure the quota at all
 _BACKOFF = 0.97  # share of the measured quota held after a throttle
 _GROWTH_TIME = 12.0  # seconds without throttles for the rate to double
 _FLOOR = 0.5  # requests/s: never slower than this
+_CEILING = 100_000.0  # requests/s: never faster (beyond any quota, and keeps waits finite)
+_MIN_WAIT = 1e-6  # seconds: the shortest wait reported, so that waiting always moves time
 _MAX_NAP = 0.05  # seconds a waiter sleeps before it looks at the rate again
 
 
@@ -53,7 +55,6 @@ class AdaptiveRate:
         self.max_rps = max_rps
         self._clock = clock
         self._last_read = -math.inf
-        self._skew = 0.0  # how far the clock has gone back, in all
         self._sleep = sleep
         self._lock = anyio.Lock(fast_acquire=True)
         self._base = _INITIAL  # the rate at the last cut (or the start)
@@ -66,11 +67,18 @@ class AdaptiveRate:
         self._sends: deque[float] = deque()
 
     def _now(self) -> float:
-        """The clock, made monotonic: a clock that goes back costs no time, and no credit."""
-        now = self._clock() + self._skew
+        """The clock. If it went back, every time kept moves back with it, so that spans
+        stay true and nothing waits for a moment that was already passed."""
+        now = self._clock()
         if now < self._last_read:
-            self._skew += self._last_read - now
-            now = self._last_read
+            back = self._last_read - now
+            self._stamp -= back
+            if self._cut_at is not None:
+                self._cut_at -= back
+            if self._measured_at is not None:
+                self._measured_at -= back
+            self._successes = deque(t - back for t in self._successes)
+            self._sends = deque(t - back for t in self._sends)
         self._last_read = now
         return now
 
@@ -84,7 +92,7 @@ class AdaptiveRate:
             grown = self._base * math.pow(2.0, min(elapsed / self._doubling, 40.0))
         else:
             grown = self._base * (1.0 + min(elapsed / _GROWTH_TIME, 1e4) ** 3)
-        grown = max(_FLOOR, grown)
+        grown = min(max(_FLOOR, grown), _CEILING)
         return grown if self.max_rps is None else min(grown, self.max_rps)
 
     def take(self) -> float:
@@ -98,7 +106,7 @@ class AdaptiveRate:
         self._tokens = min(max(1.0, self._tokens), self._tokens + refill)
         self._stamp = now
         if self._tokens < 1.0 - 1e-9:
-            return (1.0 - self._tokens) / rate
+            return max(_MIN_WAIT, (1.0 - self._tokens) / rate)
         self._tokens = max(0.0, self._tokens - 1.0)
         self._sends.append(now)
         _forget_before(self._sends, now - 1.0)
