@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 
 from omics_batch_runs.cli import main
@@ -27,21 +28,26 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (["abc"], "invalid batch id 'abc'"),
         (["1" * 19], "invalid batch id"),
-        (["{id}", "--page-size", "101"], "page size must be 1 to 100"),
-        (["{id}", "--page-size", "0"], "page size must be 1 to 100"),
-        (["{id}", "--run-id", "1", "--run-setting-id", "x"], "at most one filter"),
+        (["{id}", "--page-size", "101"], "'--page-size': 101 is not in the range 1<=x<=100"),
+        (["{id}", "--page-size", "0"], "'--page-size': 0 is not in the range"),
+        (["{id}", "--run-id", "1", "--run-setting-id", "x"], "got --run-setting-id and --run-id"),
         (["{id}", "--submission-status", "DONE"], "'DONE' is not one of"),
-        (["{id}", "--concurrency", "0"], "concurrency must be at least 1"),
+        (["{id}", "--concurrency", "0"], "'--concurrency': 0 is not in the range 1<=x<=256"),
         (["{id}", "--concurrency", "many"], "'many' is not a valid integer"),
-        (["--batch-ids-file", "{tmp}/missing.txt"], "cannot read batch ids file"),
+        (["--batch-ids-file", "{tmp}/missing.txt"], "cannot read --batch-ids-file"),
         ([], "no batch ids"),
         (["--batch-ids-file", "{tmp}/empty.txt"], "no batch ids"),
         (["{id}", "--all-batches"], "not both"),
         (["--all-batches", "--batch-status", "DONE"], "'DONE' is not one of"),
-        (["--all-batches", "--batch-name", "a", "--run-group-id", "1"], "at most one batch filter"),
+        (
+            ["--all-batches", "--batch-name", "a", "--run-group-id", "1"],
+            "got --batch-name and --run-group-id",
+        ),
         (["{id}", "--batch-status", "PROCESSED"], "need --all-batches"),
-        (["{id}", "--max-rps", "0"], "max rps must be positive"),
+        (["{id}", "--max-rps", "0"], "'--max-rps': 0.0 is not in the range x>0"),
+        (["{id}", "--concurrency", "100000"], "not in the range 1<=x<=256"),
         (["{id}", "--bogus"], "No such option"),
+        (["{id}", "--endpoint-url", "127.0.0.1:18080"], "is not a URL: give its scheme"),
     ],
 )
 def test_bad_input(
@@ -54,7 +60,9 @@ def test_bad_input(
     (tmp_path / "empty.txt").write_text("# nothing here\n\n")
     out = tmp_path / "out.jsonl"
     argv = [a.format(id=served.batch_ids[0], tmp=tmp_path) for a in args]
-    code = run(["export", *argv, "-o", str(out), "--endpoint-url", served.endpoint_url])
+    if "--endpoint-url" not in argv:
+        argv += ["--endpoint-url", served.endpoint_url]
+    code = run(["export", *argv, "-o", str(out)])
     err = capsys.readouterr().err
     assert code == 2
     assert message in err
@@ -67,20 +75,23 @@ def test_bad_input(
 @pytest.mark.parametrize(
     ("output", "message"),
     [
-        ("{tmp}/no/such/dir/out.jsonl", "does not exist"),
+        ("{tmp}/no/such/dir/out.jsonl", "No such file or directory"),
         ("{tmp}", "is a directory"),
+        ("{tmp}/new/", "is a directory"),
         ("{tmp}/out.jsonl.zst", "zstd output is not supported"),
+        ("{tmp}/ids.txt/out.jsonl", "cannot write output"),
     ],
 )
 def test_bad_output(
     served: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], output: str, message: str
 ) -> None:
     path = output.format(tmp=tmp_path)
+    (tmp_path / "ids.txt").write_text("1\n")
     code = run(["export", served.batch_ids[0], "-o", path, "--endpoint-url", served.endpoint_url])
     assert code == 2
     assert message in capsys.readouterr().err
     assert served.counters.requests == {}
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["ids.txt"]
 
 
 def test_checkpoint_needs_a_file(
@@ -101,6 +112,65 @@ def test_checkpoint_needs_a_file(
     assert "--checkpoint needs an output file" in capsys.readouterr().err
     assert not ck.exists()
     assert served.counters.requests == {}
+
+
+@pytest.mark.parametrize(
+    ("output", "checkpoint", "message"),
+    [
+        (
+            "/dev/null",
+            "{tmp}/ck.json",
+            "needs a regular output file; /dev/null cannot be truncated",
+        ),
+        ("{tmp}/same.jsonl", "{tmp}/same.jsonl", "must be different files"),
+        ("{tmp}/out.jsonl", "{tmp}/no/dir/ck.json", "checkpoint directory"),
+        ("{tmp}/out.jsonl", "{tmp}", "is a directory"),
+        ("{tmp}/out.jsonl", "/proc/ck.json", "cannot write checkpoint /proc/ck.json"),
+    ],
+)
+def test_bad_checkpoint(
+    served: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    output: str,
+    checkpoint: str,
+    message: str,
+) -> None:
+    out, ck = output.format(tmp=tmp_path), checkpoint.format(tmp=tmp_path)
+    argv = ["export", served.batch_ids[0], "-o", out, "--checkpoint", ck]
+    code = run([*argv, "--endpoint-url", served.endpoint_url])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert served.counters.requests == {}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_endpoint_from_the_environment_needs_a_scheme_too(
+    served: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", served.endpoint_url.removeprefix("http://"))
+    code = run(["export", served.batch_ids[0], "-o", str(tmp_path / "o.jsonl")])
+    assert code == 2
+    assert "AWS_ENDPOINT_URL_OMICS" in capsys.readouterr().err
+    assert served.counters.requests == {}
+
+
+def test_no_arguments_shows_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Usage: omics-batch-runs") and "export" in err
+
+
+def test_every_option_has_help() -> None:
+    from omics_batch_runs.cli import cli
+
+    for command in cli.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"{command.name} {param.opts} has no help"
 
 
 def test_no_credentials_is_one_line(

@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import anyio
 import click
 from aiobotocore.session import AioSession
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+)
 from rich.console import Console
 
 from . import __version__
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, CheckpointWriteError
 from .discovery import batch_filter
-from .errors import InvalidInput
-from .export import ExportProgress, OutputMissing, Source, run_export
+from .errors import BatchError, InvalidInput, error_code, error_message
+from .export import ExportProgress, Source, prepare, run_export
 from .logs import redact, setup_logging
 from .options import FetchOptions, check_batch_id
-from .progress import LiveProgress, summary
+from .progress import LiveProgress, Report, summary
 from .service import BATCH_STATUSES, SUBMISSION_STATUSES
+from .sink import OutputClosed, OutputError, OutputRefused
 
-EXIT_OK, EXIT_FAILED_BATCHES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED_BATCHES, EXIT_USAGE, EXIT_OUTPUT, EXIT_SERVICE = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
+MAX_CONCURRENCY = 256
 
 
 def _fail(message: str) -> NoReturn:
@@ -43,47 +53,89 @@ def _read_ids(args: Sequence[str], ids_file: str | None) -> list[str]:
     raw = list(args)
     if ids_file is not None:
         try:
-            text = sys.stdin.read() if ids_file == "-" else Path(ids_file).read_text()
+            data = sys.stdin.buffer.read() if ids_file == "-" else Path(ids_file).read_bytes()
+            text = data.decode("utf-8-sig")  # an editor's byte-order mark is not an id
         except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) else "not text"
-            _fail(f"cannot read batch ids file {ids_file}: {reason}")
+            reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            _fail(f"cannot read --batch-ids-file {ids_file}: {reason}")
         for line in text.splitlines():
             line = line.split("#", 1)[0]
             raw.extend(line.replace(",", " ").split())
     return [check_batch_id(b) for b in raw]
 
 
-def _output_path(output: str, checkpoint: Path | None) -> Path | None:
-    if output == "-":
-        if checkpoint is not None:
-            _fail("--checkpoint needs an output file (-o PATH): standard output cannot resume")
+def _one_of(kw: dict[str, Any], flags: Sequence[str]) -> None:
+    given = [f for f in flags if kw[f.lstrip("-").replace("-", "_")] is not None]
+    if len(given) > 1:
+        _fail(f"give at most one of {', '.join(flags)}; got {' and '.join(given)}")
+
+
+def _endpoint_url(given: str | None) -> str | None:
+    """The endpoint: --endpoint-url, else AWS_ENDPOINT_URL_OMICS or AWS_ENDPOINT_URL, as the
+    AWS CLI reads them; any of them turns botocore's `workflows-` host prefix off."""
+    url, name = given, "--endpoint-url"
+    if url is None and os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
+        for name in ("AWS_ENDPOINT_URL_OMICS", "AWS_ENDPOINT_URL"):
+            if url := os.environ.get(name):
+                break
+    if url is None:
         return None
-    path = Path(output)
-    if path.suffix == ".zst":
-        _fail("zstd output is not supported; use .gz or plain .jsonl")
-    if path.is_dir():
-        _fail(f"output {path} is a directory")
-    if not path.parent.is_dir():
-        _fail(f"output directory {path.parent} does not exist")
-    return path
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        _fail(f"{name} {url!r} is not a URL: give its scheme, as in http://127.0.0.1:8080")
+    return url
+
+
+RUN_FILTERS = ("--submission-status", "--run-setting-id", "--run-id")
+BATCH_FILTERS = ("--batch-status", "--batch-name", "--run-group-id")
 
 
 @cli.command()
 @click.argument("batch_ids", nargs=-1)
 @click.option("--batch-ids-file", metavar="PATH|-", help="Batch ids, one per line ('-': stdin).")
 @click.option("--all-batches", is_flag=True, help="Export every batch ListBatch lists.")
-@click.option("--batch-status", type=click.Choice(BATCH_STATUSES), help="With --all-batches.")
+@click.option(
+    "--batch-status", type=click.Choice(BATCH_STATUSES), help="With --all-batches: this status."
+)
 @click.option("--batch-name", help="With --all-batches: batches of this name.")
 @click.option("--run-group-id", help="With --all-batches: batches of this run group.")
-@click.option("--submission-status", type=click.Choice(SUBMISSION_STATUSES))
-@click.option("--run-setting-id")
-@click.option("--run-id")
-@click.option("-o", "--output", default="-", show_default=True, help="PATH (.gz to compress) or -.")
-@click.option("--checkpoint", type=click.Path(path_type=Path), help="Save progress here; resume.")
-@click.option("--concurrency", type=int, default=16, show_default=True)
-@click.option("--page-size", type=int, default=100, show_default=True)
-@click.option("--max-rps", type=float, help="Never exceed this many requests/s.")
-@click.option("--endpoint-url", help="Another endpoint, such as a running emulator.")
+@click.option(
+    "--submission-status",
+    type=click.Choice(SUBMISSION_STATUSES),
+    help="Only runs whose submission ended so.",
+)
+@click.option("--run-setting-id", help="Only the run of this runSettingId (your sample).")
+@click.option("--run-id", help="Only the run of this HealthOmics runId.")
+@click.option(
+    "-o", "--output", default="-", show_default=True, help="PATH (.gz compresses), or - (stdout)."
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Save progress here and resume from it (needs a regular -o file).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, MAX_CONCURRENCY),
+    default=16,
+    show_default=True,
+    help="Requests in flight at most.",
+)
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 100),
+    default=100,
+    show_default=True,
+    help="Runs a request (ListRunsInBatch's maxItems).",
+)
+@click.option(
+    "--max-rps",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Never exceed this many requests/s (leave quota to other tools).",
+)
+@click.option(
+    "--endpoint-url", help="Another endpoint, such as an emulator (else AWS_ENDPOINT_URL_OMICS)."
+)
 @click.option("--region", help="AWS Region (else AWS_REGION, the profile, ...).")
 @click.option("--profile", help="AWS profile (else AWS_PROFILE, default).")
 @click.option("--no-progress", is_flag=True, help="No progress bar, even on a terminal.")
@@ -93,30 +145,39 @@ def _output_path(output: str, checkpoint: Path | None) -> Path | None:
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="warning",
     show_default=True,
+    help="Least severe log shown on stderr.",
 )
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: every stderr line one JSON object (summary included), no progress bar.",
+)
 def export(**kw: Any) -> None:
     """Stream every run of the given batches out as JSON lines.
 
-    Exit status: 0 all batches complete; 1 some failed (the others are complete);
-    2 bad usage or input; 130 interrupted (resume with the same command).
+    Exit status: 0 all batches complete (or the reader of stdout closed it, as `| head`
+    does); 1 some batches failed (the others are complete); 2 bad usage or input; 3 the
+    output or checkpoint could not be written (rerun the same command once fixed);
+    4 the service could not be used (unreachable, or ListBatch refused); 130 interrupted
+    (resume with the same command).
     """
-    checkpoint: Path | None = kw["checkpoint"]
     ids = _read_ids(kw["batch_ids"], kw["batch_ids_file"])
-    discover_flags = {
-        "status": kw["batch_status"],
-        "name": kw["batch_name"],
-        "run_group_id": kw["run_group_id"],
-    }
+    _one_of(kw, RUN_FILTERS)
+    _one_of(kw, BATCH_FILTERS)
     discover: dict[str, str] | None = None
     if kw["all_batches"] or (kw["emulator"] and not ids):
         if ids:
             _fail("give batch ids or --all-batches, not both")
-        discover = batch_filter(**discover_flags)
-    elif any(v is not None for v in discover_flags.values()):
-        _fail("--batch-status, --batch-name and --run-group-id need --all-batches")
+        discover = batch_filter(kw["batch_status"], kw["batch_name"], kw["run_group_id"])
+    elif any(kw[f.lstrip("-").replace("-", "_")] is not None for f in BATCH_FILTERS):
+        _fail(f"{', '.join(BATCH_FILTERS)} need --all-batches")
     elif not ids:
         _fail("no batch ids: give some, --batch-ids-file, or --all-batches")
+    if kw["emulator"] and kw["endpoint_url"]:
+        _fail("--emulator runs its own endpoint; drop --endpoint-url")
+    endpoint = None if kw["emulator"] else _endpoint_url(kw["endpoint_url"])
     options = FetchOptions(
         concurrency=kw["concurrency"],
         page_size=kw["page_size"],
@@ -125,34 +186,16 @@ def export(**kw: Any) -> None:
         run_id=kw["run_id"],
         max_rps=kw["max_rps"],
     )
-    if kw["emulator"] and kw["endpoint_url"]:
-        _fail("--emulator runs its own endpoint; drop --endpoint-url")
-    output = _output_path(kw["output"], checkpoint)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # off a terminal: long lines stay whole
     setup_logging(kw["log_level"], kw["log_format"], console)
-    show = console.is_terminal and not kw["no_progress"]
-    code = anyio.run(
-        _export,
-        Source(tuple(ids), discover),
-        options,
-        output,
-        checkpoint,
-        kw,
-        console,
-        show,
-    )
+    report = Report(console, json=kw["log_format"] == "json")
+    show = console.is_terminal and not kw["no_progress"] and not report.json
+    source = Source(tuple(ids), discover)
+    code = anyio.run(_export, source, options, endpoint, kw, report, show)
     sys.exit(code)
 
 
-async def _export(
-    source: Source,
-    options: FetchOptions,
-    output: Path | None,
-    checkpoint: Path | None,
-    kw: dict[str, Any],
-    console: Console,
-    show: bool,
-) -> int:
+async def _session(kw: dict[str, Any]) -> AioSession:
     try:
         session = AioSession(profile=kw["profile"])
         if kw["emulator"]:
@@ -161,10 +204,27 @@ async def _export(
             _fail("no AWS credentials found: set AWS_PROFILE, --profile or AWS_* variables")
     except BotoCoreError as e:  # an unknown profile, a broken config file...
         _fail(redact(str(e)))
+    return session
+
+
+async def _export(
+    source: Source,
+    options: FetchOptions,
+    endpoint_url: str | None,
+    kw: dict[str, Any],
+    report: Report,
+    show: bool,
+) -> int:
+    session = await _session(kw)
+    try:
+        prepared = prepare(source, options, kw["output"], kw["checkpoint"])
+    except (CheckpointError, OutputRefused) as e:
+        _fail(str(e))
     interrupted = False
     progress = ExportProgress()
     errors: list[Exception] = []
-    async with _endpoint(kw) as endpoint, anyio.create_task_group() as tg:
+    counting_totals = show and not any(options.filters().values())
+    async with _endpoint(kw, endpoint_url) as endpoint, anyio.create_task_group() as tg:
 
         async def on_signal() -> None:
             nonlocal interrupted
@@ -178,13 +238,14 @@ async def _export(
                 await run_export(
                     source,
                     options,
-                    output,
-                    checkpoint=checkpoint,
+                    kw["output"],
+                    checkpoint=kw["checkpoint"],
                     progress=progress,
                     session=session,
                     endpoint_url=endpoint,
                     region_name=kw["region"] or ("us-east-1" if kw["emulator"] else None),
-                    want_totals=show,
+                    want_totals=counting_totals,
+                    prepared=prepared,
                 )
             except Exception as e:  # handled below, outside the task group
                 errors.append(e)
@@ -192,31 +253,59 @@ async def _export(
 
         tg.start_soon(on_signal)
         if show:
-            tg.start_soon(LiveProgress(progress, console).run)
+            tg.start_soon(LiveProgress(progress, report.console, counting_totals).run)
         tg.start_soon(job)
     for error in errors:
-        if isinstance(error, (CheckpointError, OutputMissing)):
-            _fail(str(error))
-        if isinstance(error, ClientError):  # ListBatch refused: nothing can be exported
-            err = error.response.get("Error", {})
-            console.print(f"error: {err.get('Code')}: {redact(str(err.get('Message', '')))}")
-            return EXIT_FAILED_BATCHES
-        if isinstance(error, BotoCoreError):  # no Region, an unreachable endpoint...
-            _fail(redact(str(error)))
-        raise error
-    console.print(summary(progress, interrupted))
+        return _fatal(error, report)
+    if progress.batches_total == 0 and source.discover is not None:
+        report.line("warning", "no batch matched --all-batches" + _described(source.discover))
+        return EXIT_OK
+    state = "complete"
+    if interrupted:
+        state = "interrupted (resume with the same command)"
+    elif progress.failed:
+        state = f"{len(progress.failed)} batch(es) failed"
+    report.summary(summary(progress, state))
     for failure in progress.failed:
-        console.print(f"failed: {redact(str(failure))}", markup=False, highlight=False)
+        report.failed(failure)
     if interrupted:
         return EXIT_INTERRUPTED
+    if (
+        progress.failed
+        and all(_unreachable(f) for f in progress.failed)
+        and not progress.runs_written
+    ):
+        return EXIT_SERVICE
     return EXIT_FAILED_BATCHES if progress.failed else EXIT_OK
 
 
+def _described(discover: dict[str, str]) -> str:
+    return "".join(f" with --{k.replace('_', '-')} {v}" for k, v in discover.items())
+
+
+def _unreachable(failure: BatchError) -> bool:
+    return isinstance(failure.error, (EndpointConnectionError, ConnectTimeoutError))
+
+
+def _fatal(error: Exception, report: Report) -> int:
+    """An error that ended the whole export: one line, and its exit status."""
+    if isinstance(error, OutputClosed):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return EXIT_OK
+    if isinstance(error, (OutputError, CheckpointWriteError)):
+        report.line("error", str(error))
+        return EXIT_OUTPUT
+    if isinstance(error, (ClientError, BotoCoreError)):  # ListBatch refused, no Region, ...
+        report.line("error", f"{error_code(error)}: {redact(error_message(error))}")
+        return EXIT_SERVICE
+    raise error
+
+
 @asynccontextmanager
-async def _endpoint(kw: dict[str, Any]) -> AsyncIterator[str | None]:
+async def _endpoint(kw: dict[str, Any], given: str | None) -> AsyncIterator[str | None]:
     """The endpoint to use: the embedded emulator's, the one given, or AWS's (None)."""
     if not kw["emulator"]:
-        yield kw["endpoint_url"]
+        yield given
         return
     from .emulator import demo_service, run_emulator
 
@@ -225,16 +314,26 @@ async def _endpoint(kw: dict[str, Any]) -> AsyncIterator[str | None]:
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
-@click.option("--batches", type=click.IntRange(0), default=20, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free."
+)
+@click.option(
+    "--batches", type=click.IntRange(0), default=20, show_default=True, help="Batches served."
+)
 @click.option(
     "--runs-per-batch", type=click.IntRange(0, 100_000), help="Every batch this size (else mixed)."
 )
 @click.option("--submitting", type=click.IntRange(0), default=0, help="Batches still growing.")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Quota, requests/s.")
 @click.option("--burst", type=click.FloatRange(min=1), help="Quota burst (default: the rate).")
-@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Time to answer each request (20% jitter).",
+)
 @click.option(
     "--fault-rate",
     type=click.FloatRange(0, 1),
@@ -245,7 +344,9 @@ async def _endpoint(kw: dict[str, Any]) -> AsyncIterator[str | None]:
 @click.option("--timeout-rate", type=click.FloatRange(0, 1), help="Share answered 408.")
 @click.option("--error-rate", type=click.FloatRange(0, 1), help="Share answered 500.")
 @click.option("--drop-rate", type=click.FloatRange(0, 1), help="Share of connections dropped.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Same seed, same data and tokens."
+)
 def emulator(**kw: Any) -> None:
     """Serve a local HealthOmics run-batch emulator until Ctrl-C."""
     from .emulator import Behaviour, Dataset, serve_forever
@@ -289,6 +390,10 @@ def emulator(**kw: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point: usage errors are one line on stderr and exit 2, never a traceback."""
+    if not (sys.argv[1:] if argv is None else argv):
+        with click.Context(cli, info_name="omics-batch-runs") as ctx:
+            click.echo(cli.get_help(ctx), err=True)
+        sys.exit(EXIT_USAGE)
     try:
         cli.main(args=argv, prog_name="omics-batch-runs", standalone_mode=False)
     except click.UsageError as e:

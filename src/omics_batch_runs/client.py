@@ -3,6 +3,7 @@ run-batch operations added to botocore models that predate them."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
@@ -59,13 +60,20 @@ def aiobotocore_session(session: Any = None) -> AioSession:
     raise TypeError(f"expected an aiobotocore or aioboto3 session, got {type(session).__name__}")
 
 
+def _configured_endpoint() -> bool:
+    """An endpoint botocore takes from the environment, as the AWS CLI does."""
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return False
+    return bool(os.environ.get("AWS_ENDPOINT_URL_OMICS") or os.environ.get("AWS_ENDPOINT_URL"))
+
+
 def client_config(*, pool: int, endpoint_url: str | None) -> Config:
     options: dict[str, Any] = {
         "retries": {"total_max_attempts": 1, "mode": "standard"},
         "max_pool_connections": pool,
         "user_agent_extra": f"omics-batch-runs/{version('omics-batch-runs')}",
     }
-    if endpoint_url:
+    if endpoint_url or _configured_endpoint():
         # The operations carry the `workflows-` host prefix, which breaks local endpoints.
         options["inject_host_prefix"] = False
     return Config(**options)

@@ -8,6 +8,7 @@ Not retried: validation, access and not-found errors, which no retry can fix.
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -32,6 +33,7 @@ from .stats import FetchStats
 
 logger = logging.getLogger("omics_batch_runs")
 
+_WARN_EVERY = 10.0  # seconds between warnings that the service cannot be reached
 _KINDS = {
     "ThrottlingException": "throttle",
     "RequestTimeoutException": "timeout",
@@ -154,6 +156,7 @@ class Dispatcher:
         self._semaphore = anyio.Semaphore(concurrency, fast_acquire=True)
         self._max_attempts = max_attempts
         self._wait = wait_random_exponential(multiplier=backoff, max=max_backoff)
+        self._warned_at = -_WARN_EVERY
 
     def __enter__(self) -> Dispatcher:
         # A slot is held only while a request is on the wire, from botocore's before-send
@@ -179,12 +182,21 @@ class Dispatcher:
             self.stats.retries += 1
             self.stats.retries_by_error[code] = self.stats.retries_by_error.get(code, 0) + 1
             wait = state.next_action.sleep if state.next_action else 0.0
-            logger.info(
-                "retrying %s after %s (attempt %d, in %.2fs)",
+            # Failing to reach the service at all is shown at the default level (once in a
+            # while): a wrong endpoint or a network down must not look like a silent hang.
+            level = logging.INFO
+            if exc is not None and transient_kind(exc) == "connection":
+                now = time.monotonic()
+                if now - self._warned_at >= _WARN_EVERY:
+                    self._warned_at, level = now, logging.WARNING
+            logger.log(
+                level,
+                "retrying %s after %s (attempt %d, in %.2fs): %s",
                 what,
                 code,
                 state.attempt_number,
                 wait,
+                exc,
             )
 
         # A fresh AsyncRetrying per call: its state is not safe to share between tasks.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from datetime import datetime, timezone
+from typing import Any
 
 import orjson
 from rich.console import Console
@@ -30,17 +32,23 @@ class _Redact(logging.Filter):
         return True
 
 
+def json_line(level: str, message: str, *, created: float | None = None, **extra: Any) -> str:
+    """One log entry as a JSON object, the shape every JSON line on stderr has."""
+    entry = {
+        "time": datetime.fromtimestamp(created or time.time(), timezone.utc).isoformat(),
+        "level": level.upper(),
+        "logger": "omics_batch_runs",
+        "message": redact(message),
+        **extra,
+    }
+    return orjson.dumps(entry).decode()
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line, for log collectors of batch jobs."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        return orjson.dumps(entry).decode()
+        return json_line(record.levelname, record.getMessage(), created=record.created)
 
 
 def setup_logging(level: str, fmt: str, console: Console) -> None:

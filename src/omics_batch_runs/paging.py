@@ -232,6 +232,8 @@ class PageStream:
         out = self._send
         ids_out, ids_in = anyio.create_memory_object_stream[str](0)
         workers = 2 * self.options.concurrency  # spares: batches backing off leave no slot idle
+        if isinstance(self._ids, Sequence):
+            workers = max(1, min(workers, len(self._ids)))  # never more than there are batches
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._feed, ids_out, out.clone())
             for _ in range(workers):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from datetime import timedelta
 from typing import Any
 
@@ -11,26 +12,70 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from rich.table import Table
 
+from .errors import BatchError
 from .export import ExportProgress
+from .logs import json_line, redact
+
+_WINDOW = 10.0  # seconds of history behind the rates shown
+_SMOOTHING = 0.1  # share of a new estimate taken into the ETA at each redraw
 
 
-def _eta(p: ExportProgress, elapsed: float) -> str:
-    if p.complete:
-        return "done"
-    if p.batches_total and p.totals_known == p.batches_total and p.runs_written:
-        left = max(0, p.runs_expected - p.runs_written) / (p.runs_written / elapsed)
-    elif p.batches_done:
-        left = (p.batches_total - p.batches_done) / (p.batches_done / elapsed)
-    else:
-        return "ETA -:--:--"
-    return f"ETA {timedelta(seconds=round(left))}"
+class Pace:
+    """Rates over the last few seconds (not since the start, which hides a slowdown), and
+    an ETA smoothed so that it moves steadily instead of jumping with every page."""
+
+    def __init__(self, window: float = _WINDOW) -> None:
+        self._window = window
+        self._samples: deque[tuple[float, int, float]] = deque()
+        self._eta: float | None = None
+        self.rps = 0.0
+
+    def update(self, now: float, requests: int, done: float, left: float | None) -> None:
+        """`done` counts the work done so far, `left` what remains (None: not known yet)."""
+        self._samples.append((now, requests, done))
+        while len(self._samples) > 2 and self._samples[1][0] <= now - self._window:
+            self._samples.popleft()
+        then, requests_then, done_then = self._samples[0]
+        span = now - then
+        if span <= 0:
+            return
+        self.rps = (requests - requests_then) / span
+        speed = (done - done_then) / span
+        if left is None or speed <= 0:
+            return
+        estimate = left / speed
+        if self._eta is None:
+            self._eta = estimate
+        else:
+            elapsed_since = now - self._samples[-2][0] if len(self._samples) > 1 else 0.0
+            self._eta = max(0.0, self._eta - elapsed_since)  # the clock runs down...
+            self._eta += _SMOOTHING * (estimate - self._eta)  # ...and news moves it gently
+
+    @property
+    def eta(self) -> float | None:
+        return self._eta
+
+
+def work_left(p: ExportProgress, counting_totals: bool) -> tuple[float, float | None]:
+    """Work done and left: in runs once every batch's size is known (GetBatch), else in
+    batches; while sizes are still being counted, nothing is estimated, so the basis of
+    the ETA never changes under it."""
+    if p.batches_total is None:
+        return 0.0, None
+    if counting_totals:
+        if p.totals_known < p.batches_total:
+            return float(p.runs_written), None
+        return float(p.runs_written), float(max(0, p.runs_expected - p.runs_written))
+    return float(p.batches_done), float(p.batches_total - p.batches_done)
 
 
 class LiveProgress:
     """Redraws a few times a second from the export's counters while `run` runs."""
 
-    def __init__(self, progress: ExportProgress, console: Console) -> None:
+    def __init__(self, progress: ExportProgress, console: Console, counting_totals: bool) -> None:
         self._p = progress
+        self._counting_totals = counting_totals
+        self._pace = Pace()
         self._bar = Progress(
             SpinnerColumn(),
             TextColumn("batches {task.fields[batches]}"),
@@ -44,17 +89,25 @@ class LiveProgress:
         )
         self._task: TaskID | None = None
 
-    def _draw(self) -> None:
+    def _draw(self, now: float | None = None) -> None:
         p, s = self._p, self._p.stats
-        elapsed = max(1e-6, time.monotonic() - p.started)
-        total = f"{p.batches_total:,}" if p.batches_total else "?"
+        done, left = work_left(p, self._counting_totals)
+        self._pace.update(time.monotonic() if now is None else now, s.requests, done, left)
+        eta = self._pace.eta
+        if p.complete:
+            shown = "done"
+        elif eta is None:
+            shown = "ETA -:--:--"
+        else:
+            shown = f"ETA {timedelta(seconds=round(eta))}"
+        total = f"{p.batches_total:,}" if p.batches_total is not None else "?"
         fields: dict[str, Any] = {
             "batches": f"{p.batches_done:,}/{total}",
             "runs": p.runs_written,
-            "rps": s.requests / elapsed,
+            "rps": self._pace.rps,
             "retries": s.retries,
             "throttles": s.throttles,
-            "eta": _eta(p, elapsed),
+            "eta": shown,
         }
         if self._task is None:
             self._task = self._bar.add_task("export", total=p.batches_total or None, **fields)
@@ -72,27 +125,76 @@ class LiveProgress:
                 self._draw()
 
 
-def summary(p: ExportProgress, interrupted: bool) -> Table:
-    """What was exported, what failed, and what it cost, as a table."""
-    s = p.stats
-    elapsed = time.monotonic() - p.started
-    state = "interrupted (resume with the same command)" if interrupted else "complete"
-    if p.failed and not interrupted:
-        state = f"{len(p.failed)} batch(es) failed"
-    table = Table(title=f"omics-batch-runs export: {state}", show_header=False, box=None)
+def summary(p: ExportProgress, state: str) -> dict[str, Any]:
+    """What was exported, what failed, and what it cost."""
+    return {
+        "state": state,
+        "runs_written": p.runs_written,
+        "runs_by_submission_status": dict(sorted(p.statuses.items())),
+        "failed_submissions_by_reason": dict(p.reasons.most_common()),
+        "batches_complete": p.batches_done,
+        "batches_total": p.batches_total or 0,
+        "batches_failed": len(p.failed),
+        "requests": p.stats.requests,
+        "retries": p.stats.retries,
+        "throttled": p.stats.throttles,
+        "elapsed_s": round(time.monotonic() - p.started, 1),
+    }
+
+
+def summary_table(s: dict[str, Any]) -> Table:
+    table = Table(title=f"omics-batch-runs export: {s['state']}", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    table.add_row("runs written", f"{p.runs_written:,}")
-    for status, n in sorted(p.statuses.items()):
-        table.add_row(f"  {status}", f"{n:,}")
-    if p.reasons:
-        table.add_row("failed submissions by reason", "")
-        for reason, n in p.reasons.most_common():
-            table.add_row(f"  {reason}", f"{n:,}")
-    table.add_row("batches complete", f"{p.batches_done:,} of {p.batches_total:,}")
-    table.add_row("batches failed", f"{len(p.failed):,}")
-    table.add_row("requests", f"{s.requests:,}")
-    table.add_row("retries", f"{s.retries:,}")
-    table.add_row("  throttled", f"{s.throttles:,}")
-    table.add_row("elapsed", f"{elapsed:.1f} s")
+    for name, value in summary_lines(s):
+        table.add_row(name, value)
     return table
+
+
+def summary_lines(s: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [("runs written", f"{s['runs_written']:,}")]
+    rows += [(f"  {k}", f"{n:,}") for k, n in s["runs_by_submission_status"].items()]
+    if s["failed_submissions_by_reason"]:
+        rows.append(("failed submissions by reason", ""))
+        rows += [(f"  {k}", f"{n:,}") for k, n in s["failed_submissions_by_reason"].items()]
+    rows += [
+        ("batches complete", f"{s['batches_complete']:,} of {s['batches_total']:,}"),
+        ("batches failed", f"{s['batches_failed']:,}"),
+        ("requests", f"{s['requests']:,}"),
+        ("retries", f"{s['retries']:,}"),
+        ("  throttled", f"{s['throttled']:,}"),
+        ("elapsed", f"{s['elapsed_s']:.1f} s"),
+    ]
+    return rows
+
+
+class Report:
+    """What the command says at its end, on stderr: text (a table on a terminal, plain
+    unwrapped lines off one), or with `json` one JSON object a line, like the logs."""
+
+    def __init__(self, console: Console, *, json: bool) -> None:
+        self.console = console
+        self.json = json
+
+    def _print(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def line(self, level: str, message: str) -> None:
+        self._print(json_line(level, message) if self.json else f"{level}: {redact(message)}")
+
+    def summary(self, s: dict[str, Any]) -> None:
+        if self.json:
+            self._print(json_line("info", f"export {s['state']}", summary=s))
+        elif self.console.is_terminal:
+            self.console.print(summary_table(s))
+        else:
+            self._print(f"omics-batch-runs export: {s['state']}")
+            for name, value in summary_lines(s):
+                self._print(f"{name}: {value}" if value else name)
+
+    def failed(self, failure: BatchError) -> None:
+        message = f"failed: {failure}"
+        if self.json:
+            self._print(json_line("error", message, batch_id=failure.batch_id, code=failure.code))
+        else:
+            self._print(redact(message))

@@ -1,38 +1,64 @@
-"""JSON lines out: stdout, a file, or a gzip file, committed in whole lines.
+"""JSON lines out: stdout, a file, a gzip file, a device or a pipe, committed in whole lines.
 
-`commit()` makes everything written so far durable and returns the file's size; a resumed
-export truncates the file back to the last committed size, so a line is never half there.
-A gzip file is a series of gzip members, one per commit: gzip readers read them as one.
+`open_sink` opens the target before any request, so an output that cannot be written is
+found first. `commit()` ends what was written at a line (and gzip member) boundary and
+returns the file's size; for a regular file that an export resumes, it also makes the data
+durable (fsync, in a thread), so a checkpoint saved after it never claims a line that is
+not on disk. A resumed export truncates the file back to the committed size, so a line is
+never half there. A gzip file is a series of gzip members, one per commit.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import stat
 import sys
 import zlib
 from collections.abc import Iterable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import anyio.to_thread
 import orjson
+
+from .errors import OmicsBatchRunsError
+
+
+class OutputError(OmicsBatchRunsError):
+    """The output cannot be opened or written (a full disk, a file size limit, ...)."""
+
+
+class OutputClosed(OmicsBatchRunsError):
+    """The reader of the output (a pipe, `| head`) has gone: there is no one to write for."""
+
+
+class OutputRefused(OmicsBatchRunsError, ValueError):
+    """The output cannot serve this export: found before any request."""
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
 
 
 class JsonLinesSink:
-    """Writes runs as JSON lines. `path` None means standard output."""
+    """Writes runs as JSON lines to an open binary file."""
 
-    def __init__(self, path: Path | None, *, resume_at: int | None = None) -> None:
-        self.path = path
-        self._gzip = path is not None and path.suffix == ".gz"
+    def __init__(self, file: BinaryIO, name: str, *, gzip: bool, durable: bool) -> None:
+        self.name = name
+        self._file = file
+        self._gzip = gzip
+        self._durable = durable
         self._zip: Any = None
-        self._file: BinaryIO
-        if path is None:
-            self._file = sys.stdout.buffer
-        elif resume_at is None:
-            self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
-        else:
-            self._file = open(path, "r+b")  # noqa: SIM115
-            self._file.truncate(resume_at)
-            self._file.seek(resume_at)
+        self.broken = False  # a write failed: nothing more is written or committed
+
+    def _guard(self, error: OSError) -> Exception:
+        self.broken = True
+        if error.errno == errno.EPIPE:
+            return OutputClosed(f"the reader of {self.name} has closed it")
+        return OutputError(f"cannot write {self.name}: {_reason(error)}")
 
     def write(self, runs: Iterable[dict[str, Any]]) -> int:
         """Write runs, one line each; returns how many."""
@@ -42,23 +68,84 @@ class JsonLinesSink:
             if self._zip is None:
                 self._zip = zlib.compressobj(6, zlib.DEFLATED, 31)
             data = self._zip.compress(data)
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as e:
+            raise self._guard(e) from None
         return len(lines)
 
-    def commit(self) -> int:
-        """Flush to disk at a line (and gzip member) boundary; returns the size so far."""
-        if self._zip is not None:
-            self._file.write(self._zip.flush(zlib.Z_FINISH))
-            self._zip = None
-        self._file.flush()
-        if self.path is None:
-            return 0
-        os.fsync(self._file.fileno())
-        return self._file.tell()
+    async def commit(self) -> int:
+        """End a gzip member, flush, and (where it means something) fsync; returns the size."""
+        if self.broken:
+            raise OutputError(f"{self.name} was not written in full")
+        try:
+            if self._zip is not None:
+                self._file.write(self._zip.flush(zlib.Z_FINISH))
+                self._zip = None
+            self._file.flush()
+            if self._durable:
+                await anyio.to_thread.run_sync(os.fsync, self._file.fileno())
+                return self._file.tell()
+        except OSError as e:
+            raise self._guard(e) from None
+        return 0
 
-    def close(self) -> int:
-        """Commit and close; returns the committed size, as `commit` does."""
-        size = self.commit()
-        if self.path is not None:
+    def close(self) -> None:
+        """Close without committing: what was not committed is truncated on resume."""
+        with suppress(OSError):  # its buffer could not be written: it was never committed
             self._file.close()
-        return size
+
+
+def open_sink(output: str, *, resume_at: int | None, checkpoint: bool) -> JsonLinesSink:
+    """Open `output` ('-' is stdout) for an export; raises OutputRefused if it cannot serve.
+
+    With a checkpoint, the file is locked (a second export on it is refused) and truncated
+    to `resume_at`; it must be a regular file, the only kind that can be truncated.
+    """
+    if output == "-":
+        if checkpoint:
+            raise OutputRefused("--checkpoint needs an output file (-o PATH): stdout cannot resume")
+        stdout = open(sys.stdout.fileno(), "wb", closefd=False)  # noqa: SIM115
+        return JsonLinesSink(stdout, "standard output", gzip=False, durable=False)
+    if output.endswith(("/", os.sep)) or Path(output).is_dir():
+        raise OutputRefused(f"output {output} is a directory; give a file name")
+    path = Path(output)
+    suffix = path.suffix.lower()
+    if suffix == ".zst":
+        raise OutputRefused("zstd output is not supported; use .gz or plain .jsonl")
+    if resume_at is not None and not path.exists():
+        raise OutputRefused(f"the checkpoint has lines in {output}, which is gone")
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if not checkpoint else 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        raise OutputRefused(f"cannot write output {output}: {_reason(e)}") from None
+    file = os.fdopen(fd, "wb")
+    regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    if checkpoint:
+        try:
+            _take_over(file, output, regular, resume_at or 0)
+        except BaseException:
+            file.close()
+            raise
+    return JsonLinesSink(file, output, gzip=suffix == ".gz", durable=checkpoint and regular)
+
+
+def _take_over(file: BinaryIO, output: str, regular: bool, offset: int) -> None:
+    """Lock a resumable output and cut it back to its committed size."""
+    if not regular:
+        raise OutputRefused(
+            f"--checkpoint needs a regular output file; {output} cannot be truncated"
+        )
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise OutputRefused(f"{output} is being written by another export") from None
+    size = os.fstat(file.fileno()).st_size
+    if size < offset:
+        raise OutputRefused(
+            f"{output} holds {size:,} bytes, fewer than the {offset:,} its checkpoint "
+            "committed: it was changed by something else; remove both to start again"
+        )
+    file.truncate(offset)
+    file.seek(offset)
