@@ -27,7 +27,7 @@ from .checkpoint import CheckpointError, CheckpointWriteError
 from .discovery import batch_filter
 from .errors import BatchError, InvalidInput, error_code, error_message
 from .export import ExportProgress, Source, prepare, run_export
-from .logs import redact, setup_logging
+from .logs import json_line, redact, setup_logging
 from .options import FetchOptions, check_batch_id
 from .progress import LiveProgress, Report, summary
 from .service import BATCH_STATUSES, SUBMISSION_STATUSES
@@ -134,6 +134,13 @@ BATCH_FILTERS = ("--batch-status", "--batch-name", "--run-group-id")
     help="Never exceed this many requests/s (leave quota to other tools).",
 )
 @click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 100),
+    default=10,
+    show_default=True,
+    help="Tries per request before its batch fails (throttles, timeouts, 5xx, network).",
+)
+@click.option(
     "--endpoint-url", help="Another endpoint, such as an emulator (else AWS_ENDPOINT_URL_OMICS)."
 )
 @click.option("--region", help="AWS Region (else AWS_REGION, the profile, ...).")
@@ -185,6 +192,7 @@ def export(**kw: Any) -> None:
         run_setting_id=kw["run_setting_id"],
         run_id=kw["run_id"],
         max_rps=kw["max_rps"],
+        max_attempts=kw["max_attempts"],
     )
     console = Console(stderr=True, soft_wrap=True)  # off a terminal: long lines stay whole
     setup_logging(kw["log_level"], kw["log_format"], console)
@@ -280,7 +288,8 @@ async def _export(
 
 
 def _described(discover: dict[str, str]) -> str:
-    return "".join(f" with --{k.replace('_', '-')} {v}" for k, v in discover.items())
+    flags = dict(zip(("status", "name", "runGroupId"), BATCH_FILTERS, strict=True))
+    return "".join(f" {flags[k]} {v}" for k, v in discover.items())
 
 
 def _unreachable(failure: BatchError) -> bool:
@@ -388,19 +397,28 @@ def emulator(**kw: Any) -> None:
         _fail(f"cannot listen on {kw['host']}:{kw['port']}: {e.strerror}")
 
 
+def _wants_json(args: list[str]) -> bool:
+    return any(
+        a == "--log-format=json" or (a == "--log-format" and args[i + 1 : i + 2] == ["json"])
+        for i, a in enumerate(args)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point: usage errors are one line on stderr and exit 2, never a traceback."""
     if not (sys.argv[1:] if argv is None else argv):
         with click.Context(cli, info_name="omics-batch-runs") as ctx:
             click.echo(cli.get_help(ctx), err=True)
         sys.exit(EXIT_USAGE)
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=argv, prog_name="omics-batch-runs", standalone_mode=False)
-    except click.UsageError as e:
-        click.echo(f"omics-batch-runs: error: {e.format_message()}", err=True)
-        sys.exit(EXIT_USAGE)
-    except InvalidInput as e:
-        click.echo(f"omics-batch-runs: error: {e}", err=True)
+        cli.main(args=args, prog_name="omics-batch-runs", standalone_mode=False)
+    except (click.UsageError, InvalidInput) as e:
+        message = e.format_message() if isinstance(e, click.UsageError) else str(e)
+        if _wants_json(args):
+            click.echo(json_line("error", message), err=True)  # every line JSON, as asked
+        else:
+            click.echo(f"omics-batch-runs: error: {message}", err=True)
         sys.exit(EXIT_USAGE)
     except click.exceptions.Abort:
         sys.exit(EXIT_INTERRUPTED)

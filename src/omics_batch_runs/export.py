@@ -111,7 +111,7 @@ async def run_export(
             ids = list(source.batch_ids)
             totals: dict[str, int] = {}
             if source.discover is not None:
-                with _side_dispatcher(omics, progress.stats) as lister:
+                with _side_dispatcher(omics, progress.stats, options) as lister:
                     async for item in list_batches(lister, source.discover):
                         ids.append(item["id"])
                         if "totalRuns" in item:
@@ -127,7 +127,7 @@ async def run_export(
                 error: Exception | None = None
                 async with anyio.create_task_group() as tg:
                     if want_totals and not filtered:
-                        tg.start_soon(_count_totals, omics, ids, totals, progress)
+                        tg.start_soon(_count_totals, omics, ids, totals, progress, options)
                     try:
                         await _Pump(omics, options, sink, state, progress, commit_every).run(todo)
                     except Exception as e:  # raised below, not wrapped in an ExceptionGroup
@@ -145,9 +145,16 @@ async def run_export(
     return progress
 
 
-def _side_dispatcher(omics: Any, stats: FetchStats) -> Dispatcher:
+def _side_dispatcher(omics: Any, stats: FetchStats, options: FetchOptions) -> Dispatcher:
     """For ListBatch and GetBatch, whose quotas are their own."""
-    return Dispatcher(omics, concurrency=2, rate=AdaptiveRate(), stats=stats, max_attempts=10)
+    return Dispatcher(
+        omics,
+        concurrency=2,
+        rate=AdaptiveRate(),
+        stats=stats,
+        max_attempts=options.max_attempts,
+        backoff=options.backoff,
+    )
 
 
 async def _commit(sink: JsonLinesSink, state: Checkpoint) -> None:
@@ -254,10 +261,14 @@ def _lines(output: str) -> Iterator[bytes]:
 
 
 async def _count_totals(
-    omics: Any, ids: list[str], totals: dict[str, int], progress: ExportProgress
+    omics: Any,
+    ids: list[str],
+    totals: dict[str, int],
+    progress: ExportProgress,
+    options: FetchOptions,
 ) -> None:
     """Sum GetBatch's totalRuns (of distinct `ids`) for the ETA, on GetBatch's own quota."""
-    with _side_dispatcher(omics, FetchStats()) as getter:
+    with _side_dispatcher(omics, FetchStats(), options) as getter:
         for batch_id in ids:
             total = totals.get(batch_id)
             if total is None:

@@ -57,8 +57,11 @@ def setup_logging(level: str, fmt: str, console: Console) -> None:
     if fmt == "json":
         handler = logging.StreamHandler(console.file)
         handler.setFormatter(JsonFormatter())
-    else:
+    elif console.is_terminal:
         handler = RichHandler(console=console, show_path=False, markup=False)
+    else:  # a log file or collector: one unwrapped line an entry
+        handler = logging.StreamHandler(console.file)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     handler.addFilter(_Redact())
     logger = logging.getLogger("omics_batch_runs")
     logger.handlers[:] = [handler]

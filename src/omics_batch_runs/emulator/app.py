@@ -118,9 +118,19 @@ class EmulatorApp:
         self.behaviour = behaviour
         self.counters = Counters()
         self.forbidden: set[str] = set()
-        secret = hashlib.sha256(f"omics-emulator:{dataset.seed}".encode()).digest()
-        self._tokens = TokenSigner(secret)
+        self._token_epoch = 0
+        self._tokens = self._signer()
         self._page = lru_cache(maxsize=2048)(self._page_bytes)
+
+    def _signer(self) -> TokenSigner:
+        seed = f"omics-emulator:{self.dataset.seed}:{self._token_epoch}"
+        return TokenSigner(hashlib.sha256(seed.encode()).digest())
+
+    def rotate_tokens(self) -> None:
+        """Refuse every token given out so far, as a service whose tokens expired would."""
+        self._token_epoch += 1
+        self._tokens = self._signer()
+        self._page.cache_clear()
 
     def make_app(self) -> web.Application:
         app = web.Application()

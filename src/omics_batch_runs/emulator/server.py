@@ -25,10 +25,15 @@ class Emulator:
     behaviour: Behaviour
     counters: Counters
     forbidden: set[str]
+    app: EmulatorApp
 
     @property
     def batch_ids(self) -> list[str]:
         return [b.id for b in self.dataset.batches]
+
+    def rotate_tokens(self) -> None:
+        """Refuse every pagination token given out so far (as if they had expired)."""
+        self.app.rotate_tokens()
 
     def script_faults(self, faults: list[Fault | None]) -> None:
         """Answer the next ListRunsInBatch requests with these faults, in order."""
@@ -60,6 +65,7 @@ async def run_emulator(
             behaviour=behaviour,
             counters=state.counters,
             forbidden=state.forbidden,
+            app=state,
         )
     finally:
         await runner.cleanup()
