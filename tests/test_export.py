@@ -5,10 +5,14 @@ from __future__ import annotations
 import gzip
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,7 @@ import pytest
 from omics_batch_runs.cli import main
 from omics_batch_runs.emulator import Behaviour, Dataset, Emulator, run_emulator_in_thread
 
-from .conftest import by_key, paginate_with_boto3
+from .conftest import boto3_client, by_key, paginate_with_boto3
 
 
 def run(argv: list[str]) -> int:
@@ -136,15 +140,22 @@ def test_under_faults_the_export_is_exactly_once(tmp_path: Path) -> None:
         assert by_key(read_lines(out)) == by_key(reference(emulator))
 
 
-def test_json_logs_carry_no_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with run_emulator_in_thread(Dataset(seed=8, batches=6), Behaviour(timeout_rate=0.2)) as emu:
-        argv = [*emu.batch_ids, "-o", str(tmp_path / "o.jsonl"), "--log-format", "json"]
-        argv += ["--log-level", "debug", "--endpoint-url", emu.endpoint_url]
-        assert run(["export", *argv]) == 0
+def test_json_logs_carry_no_secrets(
+    served: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dropped connection's error names the URL, pagination token included: it really
+    reaches a log record, and only the redaction keeps it out of the output."""
+    big = max(served.dataset.batches, key=lambda b: b.total_runs).id
+    token = boto3_client(served.endpoint_url).list_runs_in_batch(batchId=big)["nextToken"]
+    served.script_faults([None, "drop", "drop"])  # the second page (aiohttp retries one drop)
+    argv = [big, "-o", str(tmp_path / "o.jsonl"), "--log-format", "json"]
+    argv += ["--log-level", "debug", "--endpoint-url", served.endpoint_url]
+    assert run(["export", *argv]) == 0
     err = capsys.readouterr().err
-    logs = [orjson.loads(line) for line in err.splitlines() if line.startswith("{")]
-    assert any("retrying ListRunsInBatch" in entry["message"] for entry in logs)
-    for secret in ("AKIAEMULATOREXAMPLE0", "emulator-secret", "Signature="):
+    logs = [orjson.loads(line) for line in err.splitlines()]  # every line is JSON
+    retried = [e["message"] for e in logs if "retrying ListRunsInBatch" in e["message"]]
+    assert retried and all("startingToken=[redacted]" in m for m in retried)
+    for secret in (token, "AKIAEMULATOREXAMPLE0", "emulator-secret", "Signature="):
         assert secret not in err
 
 
@@ -206,6 +217,12 @@ def _export_command(url: str, out: Path, ck: Path) -> list[str]:
     ]
 
 
+def _served(url: str) -> int:
+    """ListRunsInBatch requests the emulator process has answered since the last call."""
+    with urllib.request.urlopen(f"{url}/_emulator/counters?reset=1") as answer:
+        return int(orjson.loads(answer.read())["requests"].get("ListRunsInBatch", 0))
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
 def test_kill_9_at_any_moment_then_resume_is_exactly_once(tmp_path: Path, suffix: str) -> None:
     emulator, url = _start_emulator("--batches", "30", "--seed", "5", "--rate", "80")
@@ -215,15 +232,33 @@ def test_kill_9_at_any_moment_then_resume_is_exactly_once(tmp_path: Path, suffix
         rng = random.Random(suffix)
         for _ in range(4):
             export = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _wait_for(out)
+            _wait_for(ck)
             time.sleep(rng.uniform(0.0, 1.2))  # mid-page, mid-commit, mid-save: any moment
             export.send_signal(signal.SIGKILL)
             export.wait()
+        saved = orjson.loads(ck.read_bytes())
+        committed = out.read_bytes()[: saved["offset"]]
+        _served(url)
         finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert finished.returncode == 0, finished.stderr
         data = Dataset(seed=5, batches=30)
         expected = [{"batchId": b.id, **r} for b in data.batches for r in data.runs(b)]
         assert by_key(read_lines(out)) == by_key(expected)
+        # It went on from the checkpoint: what was committed is kept as it was, and only
+        # the pages after the saved tokens were asked for (a full export asks for them all).
+        assert out.read_bytes()[: saved["offset"]] == committed
+        pages_left = sum(
+            -(-b.total_runs // 100) or 1
+            for b in data.batches
+            if not saved["batches"].get(b.id, {}).get("done")
+        ) - sum(
+            saved["batches"][b]["lines"] // 100
+            for b in saved["batches"]
+            if not saved["batches"][b]["done"]
+        )
+        served = _served(url)
+        full = sum(-(-b.total_runs // 100) or 1 for b in data.batches)
+        assert pages_left <= served < full
     finally:
         emulator.send_signal(signal.SIGINT)
         emulator.wait(10)
@@ -255,3 +290,126 @@ def test_sigterm_saves_and_exits_130_then_resumes(tmp_path: Path) -> None:
     finally:
         emulator.send_signal(signal.SIGINT)
         emulator.wait(10)
+
+
+def test_to_dev_null_and_through_a_fifo(served: Emulator, tmp_path: Path) -> None:
+    url = served.endpoint_url
+    assert run(["export", *served.batch_ids, "-o", "/dev/null", "--endpoint-url", url]) == 0
+    fifo = tmp_path / "runs.fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    assert run(["export", *served.batch_ids, "-o", str(fifo), "--endpoint-url", url]) == 0
+    reader.join(10)
+    runs = [orjson.loads(line) for line in received[0].splitlines()]
+    assert by_key(runs) == by_key(reference(served))
+
+
+def test_a_reader_closing_the_pipe_ends_the_export_at_once_and_quietly(tmp_path: Path) -> None:
+    """`export | head -n 1`: exit 0 (not 1, which says batches failed), nothing on stderr."""
+    slow = Behaviour(latency_ms=20)
+    with run_emulator_in_thread(Dataset(seed=4, runs_per_batch=2000, batches=30), slow) as emu:
+        command = [sys.executable, "-m", "omics_batch_runs", "export", "--all-batches"]
+        command += ["--endpoint-url", emu.endpoint_url, "--concurrency", "4"]
+        export = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert export.stdout is not None and export.stderr is not None
+        assert orjson.loads(export.stdout.readline())["batchId"]
+        export.stdout.close()  # what `head -n 1` does once it has its line
+        assert export.wait(30) == 0
+        assert export.stderr.read() == b""
+        sent = sum(emu.counters.requests.values())
+        assert sent < 600 / 2  # it stopped: a whole export is 600 pages
+        time.sleep(0.3)
+        assert sum(emu.counters.requests.values()) == sent
+
+
+def limit_file_size(size: int) -> Callable[[], None]:
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+@pytest.mark.parametrize("resumable", [True, False])
+def test_a_write_failing_midway_then_the_same_command_is_exactly_once(
+    tmp_path: Path, resumable: bool
+) -> None:
+    """`ulimit -f`: the write fails mid-export. One line, exit 3, no stray file; the same
+    command once the limit is lifted ends with every run exactly once."""
+    slow = Behaviour(latency_ms=50)  # 40 pages/s, 1 MB/s: commits come before the limit
+    with run_emulator_in_thread(Dataset(seed=4, runs_per_batch=2000, batches=20), slow) as emu:
+        out, ck = tmp_path / "runs.jsonl", tmp_path / "ck.json"
+        command = [sys.executable, "-m", "omics_batch_runs", "export", "--all-batches"]
+        command += ["--endpoint-url", emu.endpoint_url, "-o", str(out), "--concurrency", "2"]
+        if resumable:
+            command += ["--checkpoint", str(ck)]
+        failed = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=limit_file_size(4 << 20),
+        )
+        assert failed.returncode == 3, failed.stderr
+        assert failed.stderr.splitlines() == [f"error: cannot write {out}: File too large"]
+        assert {p.name for p in tmp_path.iterdir()} <= {"runs.jsonl", "ck.json"}
+        if resumable:
+            committed = orjson.loads(ck.read_bytes())["offset"]
+            assert 0 < committed <= out.stat().st_size == 4 << 20  # resumes, not starts again
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert by_key(read_lines(out)) == by_key(reference(emu))
+
+
+def test_a_saved_token_the_service_refuses_relists_that_batch_exactly_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slow = Behaviour(latency_ms=50)
+    with run_emulator_in_thread(Dataset(seed=4, sizes=[3000, 2500, 4000]), slow) as emu:
+        out, ck = tmp_path / "runs.jsonl", tmp_path / "ck.json"
+        argv = ["export", *emu.batch_ids, "-o", str(out), "--checkpoint", str(ck)]
+        argv += ["--endpoint-url", emu.endpoint_url, "--concurrency", "2"]
+        export = subprocess.Popen([sys.executable, "-m", "omics_batch_runs", *argv])
+        _wait_for(ck)
+        export.send_signal(signal.SIGTERM)
+        assert export.wait(30) == 130
+        saved = orjson.loads(ck.read_bytes())["batches"]
+        assert any(b["token"] for b in saved.values())  # a resume with tokens to refuse
+        emu.rotate_tokens()
+        assert run(argv) == 0
+        assert "refused the saved token of batch" in capsys.readouterr().err
+        assert by_key(read_lines(out)) == by_key(reference(emu))
+
+
+def test_an_unreachable_endpoint_is_said_and_ends_with_4(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = ["--endpoint-url", "http://127.0.0.1:9", "--max-attempts", "2", "-o", "/dev/null"]
+    for selection in (["1", "2"], ["--all-batches"]):
+        assert run(["export", *selection, *dead]) == 4
+        err = capsys.readouterr().err
+        assert "WARNING" in err and "Could not connect to the endpoint URL" in err  # default level
+
+
+def test_all_batches_matching_nothing_says_so(
+    served: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["export", "--all-batches", "--batch-name", "nope", "-o", "/dev/null"]
+    assert run([*argv, "--endpoint-url", served.endpoint_url]) == 0
+    assert "no batch matched --all-batches --batch-name nope" in capsys.readouterr().err
+
+
+def test_an_ids_file_with_a_byte_order_mark(served: Emulator, tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes("\n".join(served.batch_ids[:2]).encode("utf-8-sig"))
+    out = tmp_path / "runs.jsonl"
+    argv = ["export", "--batch-ids-file", str(ids), "-o", str(out)]
+    assert run([*argv, "--endpoint-url", served.endpoint_url]) == 0
+    assert by_key(read_lines(out)) == by_key(reference(served, served.batch_ids[:2]))
+
+
+def test_the_endpoint_from_the_environment_as_the_aws_cli_reads_it(
+    served: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_OMICS", served.endpoint_url)  # host prefix and all
+    out = tmp_path / "runs.jsonl"
+    assert run(["export", *served.batch_ids[:3], "-o", str(out)]) == 0
+    assert by_key(read_lines(out)) == by_key(reference(served, served.batch_ids[:3]))

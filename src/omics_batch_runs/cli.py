@@ -53,8 +53,10 @@ def _read_ids(args: Sequence[str], ids_file: str | None) -> list[str]:
     raw = list(args)
     if ids_file is not None:
         try:
-            data = sys.stdin.buffer.read() if ids_file == "-" else Path(ids_file).read_bytes()
-            text = data.decode("utf-8-sig")  # an editor's byte-order mark is not an id
+            if ids_file == "-":
+                text = sys.stdin.read().removeprefix("\ufeff")
+            else:  # an editor's byte-order mark is not an id
+                text = Path(ids_file).read_bytes().decode("utf-8-sig")
         except (OSError, UnicodeDecodeError) as e:
             reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
             _fail(f"cannot read --batch-ids-file {ids_file}: {reason}")

@@ -46,8 +46,11 @@ def _reason(error: OSError) -> str:
 class JsonLinesSink:
     """Writes runs as JSON lines to an open binary file."""
 
-    def __init__(self, file: BinaryIO, name: str, *, gzip: bool, durable: bool) -> None:
+    def __init__(
+        self, file: BinaryIO, name: str, *, gzip: bool, durable: bool, owned: bool = True
+    ) -> None:
         self.name = name
+        self._owned = owned  # stdout is flushed, never closed
         self._file = file
         self._gzip = gzip
         self._durable = durable
@@ -93,7 +96,7 @@ class JsonLinesSink:
     def close(self) -> None:
         """Close without committing: what was not committed is truncated on resume."""
         with suppress(OSError):  # its buffer could not be written: it was never committed
-            self._file.close()
+            self._file.close() if self._owned else self._file.flush()
 
 
 def open_sink(output: str, *, resume_at: int | None, checkpoint: bool) -> JsonLinesSink:
@@ -105,8 +108,9 @@ def open_sink(output: str, *, resume_at: int | None, checkpoint: bool) -> JsonLi
     if output == "-":
         if checkpoint:
             raise OutputRefused("--checkpoint needs an output file (-o PATH): stdout cannot resume")
-        stdout = open(sys.stdout.fileno(), "wb", closefd=False)  # noqa: SIM115
-        return JsonLinesSink(stdout, "standard output", gzip=False, durable=False)
+        return JsonLinesSink(
+            sys.stdout.buffer, "standard output", gzip=False, durable=False, owned=False
+        )
     if output.endswith(("/", os.sep)) or Path(output).is_dir():
         raise OutputRefused(f"output {output} is a directory; give a file name")
     path = Path(output)
