@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -34,6 +35,7 @@ async def emulator() -> AsyncIterator[Emulator]:
         yield running
 
 
+@functools.cache
 def boto3_client(endpoint_url: str) -> Any:
     """The reference client: boto3, host prefix off, its retries off."""
     session = boto3.Session()

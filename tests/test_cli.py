@@ -47,6 +47,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["{id}", "--max-rps", "0"], "'--max-rps': 0.0 is not in the range x>0"),
         (["{id}", "--concurrency", "100000"], "not in the range 1<=x<=256"),
         (["{id}", "--bogus"], "No such option"),
+        (["{id}", "--run-setting-id", ""], "--run-setting-id must not be empty"),
         (["{id}", "--endpoint-url", "127.0.0.1:18080"], "is not a URL: give its scheme"),
     ],
 )

@@ -335,7 +335,7 @@ def test_a_write_failing_midway_then_the_same_command_is_exactly_once(
     """`ulimit -f`: the write fails mid-export. One line, exit 3, no stray file; the same
     command once the limit is lifted ends with every run exactly once."""
     slow = Behaviour(latency_ms=50)  # 40 pages/s, 1 MB/s: commits come before the limit
-    with run_emulator_in_thread(Dataset(seed=4, runs_per_batch=2000, batches=20), slow) as emu:
+    with run_emulator_in_thread(Dataset(seed=4, runs_per_batch=2000, batches=12), slow) as emu:
         out, ck = tmp_path / "runs.jsonl", tmp_path / "ck.json"
         command = [sys.executable, "-m", "omics_batch_runs", "export", "--all-batches"]
         command += ["--endpoint-url", emu.endpoint_url, "-o", str(out), "--concurrency", "2"]
@@ -346,14 +346,15 @@ def test_a_write_failing_midway_then_the_same_command_is_exactly_once(
             capture_output=True,
             text=True,
             timeout=120,
-            preexec_fn=limit_file_size(4 << 20),
+            preexec_fn=limit_file_size(3 << 20),
         )
         assert failed.returncode == 3, failed.stderr
         assert failed.stderr.splitlines() == [f"error: cannot write {out}: File too large"]
         assert {p.name for p in tmp_path.iterdir()} <= {"runs.jsonl", "ck.json"}
         if resumable:
             committed = orjson.loads(ck.read_bytes())["offset"]
-            assert 0 < committed <= out.stat().st_size == 4 << 20  # resumes, not starts again
+            assert 0 < committed <= out.stat().st_size == 3 << 20  # resumes, not starts again
+        slow.latency_ms = 0
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert by_key(read_lines(out)) == by_key(reference(emu))
@@ -376,6 +377,7 @@ def test_a_saved_token_the_service_refuses_relists_that_batch_exactly_once(
         emu.rotate_tokens()
         assert run(argv) == 0
         assert "refused the saved token of batch" in capsys.readouterr().err
+        slow.latency_ms = 0
         assert by_key(read_lines(out)) == by_key(reference(emu))
 
 

@@ -173,6 +173,9 @@ def export(**kw: Any) -> None:
     (resume with the same command).
     """
     ids = _read_ids(kw["batch_ids"], kw["batch_ids_file"])
+    for flag in ("--run-setting-id", "--run-id", "--batch-name", "--run-group-id"):
+        if kw[flag.lstrip("-").replace("-", "_")] == "":
+            _fail(f"{flag} must not be empty")
     _one_of(kw, RUN_FILTERS)
     _one_of(kw, BATCH_FILTERS)
     discover: dict[str, str] | None = None
