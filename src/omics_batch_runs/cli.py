@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,10 +28,12 @@ from .discovery import batch_filter
 from .errors import BatchError, InvalidInput, error_code, error_message
 from .export import ExportProgress, Source, prepare, run_export
 from .logs import json_line, redact, setup_logging
+from .mirror import MirrorError
 from .options import FetchOptions, check_batch_id
-from .progress import LiveProgress, Report, summary
+from .progress import LiveProgress, Report, summary, sync_summary
 from .service import BATCH_STATUSES, SUBMISSION_STATUSES
 from .sink import OutputClosed, OutputError, OutputRefused
+from .sync import Selection, SyncResult, sync
 
 EXIT_OK, EXIT_FAILED_BATCHES, EXIT_USAGE, EXIT_OUTPUT, EXIT_SERVICE = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
@@ -67,7 +69,7 @@ def _read_ids(args: Sequence[str], ids_file: str | None) -> list[str]:
 
 
 def _one_of(kw: dict[str, Any], flags: Sequence[str]) -> None:
-    given = [f for f in flags if kw[f.lstrip("-").replace("-", "_")] is not None]
+    given = [f for f in flags if kw[_key(f)] is not None]
     if len(given) > 1:
         _fail(f"give at most one of {', '.join(flags)}; got {' and '.join(given)}")
 
@@ -92,15 +94,101 @@ RUN_FILTERS = ("--submission-status", "--run-setting-id", "--run-id")
 BATCH_FILTERS = ("--batch-status", "--batch-name", "--run-group-id")
 
 
-@cli.command()
-@click.argument("batch_ids", nargs=-1)
-@click.option("--batch-ids-file", metavar="PATH|-", help="Batch ids, one per line ('-': stdin).")
-@click.option("--all-batches", is_flag=True, help="Export every batch ListBatch lists.")
-@click.option(
-    "--batch-status", type=click.Choice(BATCH_STATUSES), help="With --all-batches: this status."
+_SHARED = (
+    click.argument("batch_ids", nargs=-1),
+    click.option("--batch-ids-file", metavar="PATH|-", help="Batch ids, one a line ('-': stdin)."),
+    click.option("--all-batches", is_flag=True, help="Every batch ListBatch lists."),
+    click.option(
+        "--batch-status", type=click.Choice(BATCH_STATUSES), help="With --all-batches: this status."
+    ),
+    click.option("--batch-name", help="With --all-batches: batches of this name."),
+    click.option("--run-group-id", help="With --all-batches: batches of this run group."),
+    click.option(
+        "--concurrency",
+        type=click.IntRange(1, MAX_CONCURRENCY),
+        default=16,
+        show_default=True,
+        help="Requests in flight at most.",
+    ),
+    click.option(
+        "--max-rps",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Never exceed this many requests/s (leave quota to other tools).",
+    ),
+    click.option(
+        "--max-attempts",
+        type=click.IntRange(1, 100),
+        default=10,
+        show_default=True,
+        help="Tries per request before its batch fails (throttles, timeouts, 5xx, network).",
+    ),
+    click.option(
+        "--endpoint-url",
+        help="Another endpoint, such as an emulator (else AWS_ENDPOINT_URL_OMICS).",
+    ),
+    click.option("--region", help="AWS Region (else AWS_REGION, the profile, ...)."),
+    click.option("--profile", help="AWS profile (else AWS_PROFILE, default)."),
+    click.option("--no-progress", is_flag=True, help="No progress bar, even on a terminal."),
+    click.option("--emulator", is_flag=True, help="Use an embedded emulator with demo data."),
+    click.option(
+        "--log-level",
+        type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+        default="warning",
+        show_default=True,
+        help="Least severe log shown on stderr.",
+    ),
+    click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="json: every stderr line one JSON object (summary included), no progress bar.",
+    ),
 )
-@click.option("--batch-name", help="With --all-batches: batches of this name.")
-@click.option("--run-group-id", help="With --all-batches: batches of this run group.")
+
+
+def _shared(command: Callable[..., None]) -> Callable[..., None]:
+    """The options `export` and `sync` share: which batches, where, how fast, what is said."""
+    for option in reversed(_SHARED):
+        command = option(command)
+    return command
+
+
+def _selection(kw: dict[str, Any], *flags: str) -> tuple[list[str], dict[str, str] | None]:
+    """The batch ids given, or the ListBatch filter of --all-batches; checked."""
+    ids = _read_ids(kw["batch_ids"], kw["batch_ids_file"])
+    for flag in ("--batch-name", "--run-group-id", *flags):
+        if kw[_key(flag)] == "":
+            _fail(f"{flag} must not be empty")
+    _one_of(kw, BATCH_FILTERS)
+    discover: dict[str, str] | None = None
+    if kw["all_batches"] or (kw["emulator"] and not ids):
+        if ids:
+            _fail("give batch ids or --all-batches, not both")
+        discover = batch_filter(kw["batch_status"], kw["batch_name"], kw["run_group_id"])
+    elif any(kw[_key(f)] is not None for f in BATCH_FILTERS):
+        _fail(f"{', '.join(BATCH_FILTERS)} need --all-batches")
+    elif not ids:
+        _fail("no batch ids: give some, --batch-ids-file, or --all-batches")
+    if kw["emulator"] and kw["endpoint_url"]:
+        _fail("--emulator runs its own endpoint; drop --endpoint-url")
+    return ids, discover
+
+
+def _key(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _stderr(kw: dict[str, Any]) -> tuple[Report, bool]:
+    """Logging set up; the report for the end, and whether to draw progress."""
+    console = Console(stderr=True, soft_wrap=True)  # off a terminal: long lines stay whole
+    setup_logging(kw["log_level"], kw["log_format"], console)
+    report = Report(console, json=kw["log_format"] == "json")
+    return report, console.is_terminal and not kw["no_progress"] and not report.json
+
+
+@cli.command()
+@_shared
 @click.option(
     "--submission-status",
     type=click.Choice(SUBMISSION_STATUSES),
@@ -117,51 +205,11 @@ BATCH_FILTERS = ("--batch-status", "--batch-name", "--run-group-id")
     help="Save progress here and resume from it (needs a regular -o file).",
 )
 @click.option(
-    "--concurrency",
-    type=click.IntRange(1, MAX_CONCURRENCY),
-    default=16,
-    show_default=True,
-    help="Requests in flight at most.",
-)
-@click.option(
     "--page-size",
     type=click.IntRange(1, 100),
     default=100,
     show_default=True,
     help="Runs a request (ListRunsInBatch's maxItems).",
-)
-@click.option(
-    "--max-rps",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Never exceed this many requests/s (leave quota to other tools).",
-)
-@click.option(
-    "--max-attempts",
-    type=click.IntRange(1, 100),
-    default=10,
-    show_default=True,
-    help="Tries per request before its batch fails (throttles, timeouts, 5xx, network).",
-)
-@click.option(
-    "--endpoint-url", help="Another endpoint, such as an emulator (else AWS_ENDPOINT_URL_OMICS)."
-)
-@click.option("--region", help="AWS Region (else AWS_REGION, the profile, ...).")
-@click.option("--profile", help="AWS profile (else AWS_PROFILE, default).")
-@click.option("--no-progress", is_flag=True, help="No progress bar, even on a terminal.")
-@click.option("--emulator", is_flag=True, help="Export from an embedded emulator with demo data.")
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-    default="warning",
-    show_default=True,
-    help="Least severe log shown on stderr.",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: every stderr line one JSON object (summary included), no progress bar.",
 )
 def export(**kw: Any) -> None:
     """Stream every run of the given batches out as JSON lines.
@@ -172,23 +220,8 @@ def export(**kw: Any) -> None:
     4 the service could not be used (unreachable, or ListBatch refused); 130 interrupted
     (resume with the same command).
     """
-    ids = _read_ids(kw["batch_ids"], kw["batch_ids_file"])
-    for flag in ("--run-setting-id", "--run-id", "--batch-name", "--run-group-id"):
-        if kw[flag.lstrip("-").replace("-", "_")] == "":
-            _fail(f"{flag} must not be empty")
+    ids, discover = _selection(kw, *RUN_FILTERS[1:])
     _one_of(kw, RUN_FILTERS)
-    _one_of(kw, BATCH_FILTERS)
-    discover: dict[str, str] | None = None
-    if kw["all_batches"] or (kw["emulator"] and not ids):
-        if ids:
-            _fail("give batch ids or --all-batches, not both")
-        discover = batch_filter(kw["batch_status"], kw["batch_name"], kw["run_group_id"])
-    elif any(kw[f.lstrip("-").replace("-", "_")] is not None for f in BATCH_FILTERS):
-        _fail(f"{', '.join(BATCH_FILTERS)} need --all-batches")
-    elif not ids:
-        _fail("no batch ids: give some, --batch-ids-file, or --all-batches")
-    if kw["emulator"] and kw["endpoint_url"]:
-        _fail("--emulator runs its own endpoint; drop --endpoint-url")
     endpoint = None if kw["emulator"] else _endpoint_url(kw["endpoint_url"])
     options = FetchOptions(
         concurrency=kw["concurrency"],
@@ -199,10 +232,7 @@ def export(**kw: Any) -> None:
         max_rps=kw["max_rps"],
         max_attempts=kw["max_attempts"],
     )
-    console = Console(stderr=True, soft_wrap=True)  # off a terminal: long lines stay whole
-    setup_logging(kw["log_level"], kw["log_format"], console)
-    report = Report(console, json=kw["log_format"] == "json")
-    show = console.is_terminal and not kw["no_progress"] and not report.json
+    report, show = _stderr(kw)
     source = Source(tuple(ids), discover)
     code = anyio.run(_export, source, options, endpoint, kw, report, show)
     sys.exit(code)
@@ -233,41 +263,28 @@ async def _export(
         prepared = prepare(source, options, kw["output"], kw["checkpoint"])
     except (CheckpointError, OutputRefused) as e:
         _fail(str(e))
-    interrupted = False
     progress = ExportProgress()
     errors: list[Exception] = []
     counting_totals = show and not any(options.filters().values())
-    async with _endpoint(kw, endpoint_url) as endpoint, anyio.create_task_group() as tg:
 
-        async def on_signal() -> None:
-            nonlocal interrupted
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    interrupted = True
-                    tg.cancel_scope.cancel()
+    async def job(endpoint: str | None) -> None:
+        try:
+            await run_export(
+                source,
+                options,
+                kw["output"],
+                checkpoint=kw["checkpoint"],
+                progress=progress,
+                session=session,
+                endpoint_url=endpoint,
+                region_name=kw["region"] or ("us-east-1" if kw["emulator"] else None),
+                want_totals=counting_totals,
+                prepared=prepared,
+            )
+        except Exception as e:  # handled below, outside the task group
+            errors.append(e)
 
-        async def job() -> None:
-            try:
-                await run_export(
-                    source,
-                    options,
-                    kw["output"],
-                    checkpoint=kw["checkpoint"],
-                    progress=progress,
-                    session=session,
-                    endpoint_url=endpoint,
-                    region_name=kw["region"] or ("us-east-1" if kw["emulator"] else None),
-                    want_totals=counting_totals,
-                    prepared=prepared,
-                )
-            except Exception as e:  # handled below, outside the task group
-                errors.append(e)
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(on_signal)
-        if show:
-            tg.start_soon(LiveProgress(progress, report.console, counting_totals).run)
-        tg.start_soon(job)
+    interrupted = await _run_job(kw, endpoint_url, job, progress, report, show, counting_totals)
     for error in errors:
         return _fatal(error, report)
     if progress.batches_total == 0 and source.discover is not None:
@@ -313,6 +330,121 @@ def _fatal(error: Exception, report: Report) -> int:
         report.line("error", f"{error_code(error)}: {redact(error_message(error))}")
         return EXIT_SERVICE
     raise error
+
+
+@cli.command("sync")
+@_shared
+@click.option(
+    "--db",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The mirror: an SQLite file, made if new.",
+)
+@click.option("--follow", is_flag=True, help="Keep syncing until every batch has settled.")
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=15.0,
+    show_default=True,
+    help="With --follow: seconds between polls of the batches still moving.",
+)
+def sync_command(**kw: Any) -> None:
+    """Mirror batches and their runs into an SQLite database, listing only what changed.
+
+    Exit status: 0 every batch mirrored (with --follow: and settled); 1 some batches failed;
+    2 bad usage or input (the database included); 4 the service could not be used;
+    130 interrupted (run it again: it goes on where it stopped).
+    """
+    ids, discover = _selection(kw)
+    endpoint = None if kw["emulator"] else _endpoint_url(kw["endpoint_url"])
+    options = FetchOptions(
+        concurrency=kw["concurrency"], max_rps=kw["max_rps"], max_attempts=kw["max_attempts"]
+    )
+    report, show = _stderr(kw)
+    code = anyio.run(_sync, Selection(tuple(ids), discover), options, endpoint, kw, report, show)
+    sys.exit(code)
+
+
+async def _sync(
+    selection: Selection,
+    options: FetchOptions,
+    endpoint_url: str | None,
+    kw: dict[str, Any],
+    report: Report,
+    show: bool,
+) -> int:
+    session = await _session(kw)
+    progress = ExportProgress()
+    outcome: list[SyncResult | Exception] = []
+
+    async def job(endpoint: str | None) -> None:
+        try:
+            outcome.append(
+                await sync(
+                    kw["db"],
+                    selection,
+                    options,
+                    session=session,
+                    endpoint_url=endpoint,
+                    region_name=kw["region"] or ("us-east-1" if kw["emulator"] else None),
+                    follow=kw["follow"],
+                    poll_interval=kw["poll_interval"],
+                    progress=progress,
+                )
+            )
+        except Exception as e:
+            outcome.append(e)
+
+    interrupted = await _run_job(kw, endpoint_url, job, progress, report, show, counting=False)
+    if not outcome:  # interrupted before it could say anything
+        report.line("warning", "sync interrupted; run it again to go on")
+        return EXIT_INTERRUPTED
+    result = outcome[0]
+    if isinstance(result, MirrorError):
+        _fail(str(result))
+    if isinstance(result, Exception):
+        return _fatal(result, report)
+    state = "interrupted (run it again to go on)" if interrupted else "complete"
+    if result.failed and not interrupted:
+        state = f"{len(result.failed)} batch(es) failed"
+    report.summary(sync_summary(result, progress, state), "sync")
+    for failure in result.failed:
+        report.failed(failure)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED_BATCHES if result.failed else EXIT_OK
+
+
+async def _run_job(
+    kw: dict[str, Any],
+    endpoint_url: str | None,
+    job: Callable[[str | None], Awaitable[None]],
+    progress: ExportProgress,
+    report: Report,
+    show: bool,
+    counting: bool,
+) -> bool:
+    """Run `job` with the endpoint, progress on a terminal, and SIGINT/SIGTERM stopping it;
+    returns whether it was interrupted."""
+    interrupted = False
+    async with _endpoint(kw, endpoint_url) as endpoint, anyio.create_task_group() as tg:
+
+        async def on_signal() -> None:
+            nonlocal interrupted
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    interrupted = True
+                    tg.cancel_scope.cancel()
+
+        async def run() -> None:
+            await job(endpoint)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(on_signal)
+        if show:
+            tg.start_soon(LiveProgress(progress, report.console, counting).run)
+        tg.start_soon(run)
+    return interrupted
 
 
 @asynccontextmanager

@@ -57,11 +57,14 @@ P = ParamSpec("P")
 
 @dataclass(frozen=True)
 class Page:
-    """One ListRunsInBatch page. `next_token` is None on a batch's last page."""
+    """One ListRunsInBatch page. `next_token` is None on a batch's last page; `token` is
+    the one it was asked for with (None for a first page): asked again, it gives this page,
+    grown, as a batch still submitting adds runs."""
 
     batch_id: str
     runs: list[dict[str, Any]]
     next_token: str | None
+    token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -283,12 +286,12 @@ class PageStream:
                 await out.send(BatchError(batch_id, exc))
                 return
             runs = [{"batchId": batch_id, **run} for run in response.get("runs", ())]
-            token = response.get("nextToken") or None
+            asked, token = token, response.get("nextToken") or None
             stats.pages += 1
             stats.runs += len(runs)
             if token is None:
                 stats.batches_done += 1
-            await out.send(Page(batch_id, runs, token))
+            await out.send(Page(batch_id, runs, token, asked))
             if token is None:
                 return
 

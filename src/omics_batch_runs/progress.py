@@ -15,6 +15,7 @@ from rich.table import Table
 from .errors import BatchError
 from .export import ExportProgress
 from .logs import json_line, redact
+from .sync import SyncResult
 
 _WINDOW = 10.0  # seconds of history behind the rates shown
 _SMOOTHING = 0.1  # share of a new estimate taken into the ETA at each redraw
@@ -142,15 +143,6 @@ def summary(p: ExportProgress, state: str) -> dict[str, Any]:
     }
 
 
-def summary_table(s: dict[str, Any]) -> Table:
-    table = Table(title=f"omics-batch-runs export: {s['state']}", show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    for name, value in summary_lines(s):
-        table.add_row(name, value)
-    return table
-
-
 def summary_lines(s: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [("runs written", f"{s['runs_written']:,}")]
     rows += [(f"  {k}", f"{n:,}") for k, n in s["runs_by_submission_status"].items()]
@@ -168,6 +160,46 @@ def summary_lines(s: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def sync_summary(result: SyncResult, p: ExportProgress, state: str) -> dict[str, Any]:
+    """What a sync listed and skipped, what changed in the mirror, and what it cost."""
+    return {
+        "state": state,
+        "batches": result.batches,
+        "batches_settled": result.settled,
+        "batches_listed": result.listed,
+        "batches_skipped": result.skipped,
+        "batches_deleted_upstream": result.deleted,
+        "batches_failed": len(result.failed),
+        "runs_added": result.added,
+        "runs_changed": result.changed,
+        "runs_mirrored": p.runs_written,
+        "requests": result.requests,
+        "requests_total": sum(result.requests.values()),
+        "full_export_requests": result.export_requests,
+        "retries": p.stats.retries,
+        "throttled": p.stats.throttles,
+        "elapsed_s": round(time.monotonic() - p.started, 1),
+    }
+
+
+def sync_lines(s: dict[str, Any]) -> list[tuple[str, str]]:
+    requests = ", ".join(f"{op} {n:,}" for op, n in s["requests"].items() if n)
+    return [
+        ("batches settled", f"{s['batches_settled']:,} of {s['batches']:,}"),
+        ("  listed", f"{s['batches_listed']:,}"),
+        ("  unchanged, not listed", f"{s['batches_skipped']:,}"),
+        ("  deleted upstream (kept)", f"{s['batches_deleted_upstream']:,}"),
+        ("  failed", f"{s['batches_failed']:,}"),
+        ("runs added", f"{s['runs_added']:,}"),
+        ("runs changed", f"{s['runs_changed']:,}"),
+        ("runs mirrored", f"{s['runs_mirrored']:,}"),
+        ("requests", f"{s['requests_total']:,} ({requests or 'none'})"),
+        ("  a full export would send", f"{s['full_export_requests']:,}"),
+        ("retries", f"{s['retries']:,} (throttled {s['throttled']:,})"),
+        ("elapsed", f"{s['elapsed_s']:.1f} s"),
+    ]
+
+
 class Report:
     """What the command says at its end, on stderr: text (a table on a terminal, plain
     unwrapped lines off one), or with `json` one JSON object a line, like the logs."""
@@ -182,14 +214,22 @@ class Report:
     def line(self, level: str, message: str) -> None:
         self._print(json_line(level, message) if self.json else f"{level}: {redact(message)}")
 
-    def summary(self, s: dict[str, Any]) -> None:
+    def summary(self, s: dict[str, Any], command: str = "export") -> None:
+        title = f"omics-batch-runs {command}: {s['state']}"
         if self.json:
-            self._print(json_line("info", f"export {s['state']}", summary=s))
-        elif self.console.is_terminal:
-            self.console.print(summary_table(s))
+            self._print(json_line("info", title, summary=s))
+            return
+        rows = sync_lines(s) if command == "sync" else summary_lines(s)
+        if self.console.is_terminal:
+            table = Table(title=title, show_header=False, box=None)
+            table.add_column(style="bold")
+            table.add_column(justify="right")
+            for name, value in rows:
+                table.add_row(name, value)
+            self.console.print(table)
         else:
-            self._print(f"omics-batch-runs export: {s['state']}")
-            for name, value in summary_lines(s):
+            self._print(title)
+            for name, value in rows:
                 self._print(f"{name}: {value}" if value else name)
 
     def failed(self, failure: BatchError) -> None:

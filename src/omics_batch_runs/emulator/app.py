@@ -278,12 +278,14 @@ class EmulatorApp:
         scope = f"batches\x00{chosen}"
         start = self._start(request, scope)
         now = time.time()
-        batches = self.dataset.batches
+        batches = self.dataset.positions
         items: list[dict[str, Any]] = []
         i = start
         while i < len(batches) and len(items) < limit:
             b = batches[i]
             i += 1
+            if b.deleted:
+                continue
             if chosen is not None:
                 name, value = chosen
                 field_value = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -49,7 +49,10 @@ _RUN_ID_INV = pow(_RUN_ID_MUL, -1, _RUN_ID_MOD)
 
 @dataclass(frozen=True)
 class Batch:
-    """One run batch. Runs appear at `submit_rate` runs/s while SUBMITTING."""
+    """One run batch. A growing one is PENDING for `pending_for` seconds, then SUBMITTING
+    while its runs appear at `submit_rate` runs/s, then `final_status`. Cancelling stops the
+    submission and turns submitted runs into cancellations; deleting the runs turns them
+    into deletions, as the service's CancelRunBatch and DeleteRunBatch do."""
 
     ordinal: int
     id: str
@@ -61,13 +64,26 @@ class Batch:
     created_at: float
     submit_rate: float | None = None
     key: int = field(default=0, repr=False)
+    pending_for: float = 0.0
+    fate: str | None = None  # None, "cancelled" or "runs_deleted"
+    stopped_at: int | None = None  # runs submitted when it was cancelled
+    deleted: bool = False  # DeleteBatch: gone from every API
 
     def visible_runs(self, now: float) -> int:
+        if self.stopped_at is not None:
+            return self.stopped_at
         if self.submit_rate is None:
             return self.total_runs
-        return min(self.total_runs, int((now - self.created_at) * self.submit_rate))
+        elapsed = max(0.0, now - self.created_at - self.pending_for)
+        return min(self.total_runs, int(elapsed * self.submit_rate))
 
     def status(self, now: float) -> str:
+        if self.fate == "runs_deleted":
+            return "RUNS_DELETED"
+        if self.fate == "cancelled":
+            return "CANCELLED"
+        if self.submit_rate is not None and now < self.created_at + self.pending_for:
+            return "PENDING"
         if self.visible_runs(now) < self.total_runs:
             return "SUBMITTING"
         return self.final_status
@@ -93,43 +109,98 @@ class Dataset:
                 runs_per_batch if runs_per_batch is not None else _varied_size(seed, k)
                 for k in range(batches)
             ]
-        if any(not 0 <= s <= MAX_RUNS_PER_BATCH for s in sizes):
-            raise ValueError(f"a batch holds 0 to {MAX_RUNS_PER_BATCH:,} runs")
         self.seed = seed
         self.account = account
         self.region = region
         self.created = time.time()
-        self._batches: list[Batch] = []
-        for k, size in enumerate(sizes):
-            key = _mix(seed * 1_000_003 + k)
-            growing = k < submitting
-            self._batches.append(
-                Batch(
-                    ordinal=k,
-                    # 104729 is prime, so ids stay distinct for millions of batches.
-                    id=str(1_000_000 + (_mix(seed) % 1_000_000 + k * 104_729) % 9_000_000),
-                    name=f"cohort-{k % 7}-{k:05d}",
-                    total_runs=size,
-                    final_status=_batch_status(key, size),
-                    run_group_id=str(2_000_000 + k % 5),
-                    workflow_id=str(3_000_000 + k % 3),
-                    created_at=self.created - 86_400 + k * 60 if not growing else self.created,
-                    submit_rate=submit_rate if growing else None,
-                    key=key,
-                )
+        self.submit_rate = submit_rate
+        self._all: list[Batch] = []  # deleted ones too: ListBatch positions stay put
+        self._by_id: dict[str, Batch] = {}
+        self.add(sizes[:submitting], submitting=True, now=self.created)
+        self.add(sizes[submitting:], now=self.created)
+
+    def add(
+        self,
+        sizes: Sequence[int],
+        *,
+        submitting: bool = False,
+        pending_for: float = 0.0,
+        now: float | None = None,
+    ) -> list[Batch]:
+        """New batches (StartRunBatch): settled, or still submitting their runs."""
+        if any(not 0 <= s <= MAX_RUNS_PER_BATCH for s in sizes):
+            raise ValueError(f"a batch holds 0 to {MAX_RUNS_PER_BATCH:,} runs")
+        now = time.time() if now is None else now
+        added = []
+        for size in sizes:
+            k = len(self._all)
+            key = _mix(self.seed * 1_000_003 + k)
+            batch = Batch(
+                ordinal=k,
+                # 104729 is prime, so ids stay distinct for millions of batches.
+                id=str(1_000_000 + (_mix(self.seed) % 1_000_000 + k * 104_729) % 9_000_000),
+                name=f"cohort-{k % 7}-{k:05d}",
+                total_runs=size,
+                final_status="INPROGRESS" if submitting and size else _batch_status(key, size),
+                run_group_id=str(2_000_000 + k % 5),
+                workflow_id=str(3_000_000 + k % 3),
+                created_at=now if submitting else self.created - 86_400 + k * 60,
+                submit_rate=self.submit_rate if submitting else None,
+                key=key,
+                pending_for=pending_for,
             )
-        self._by_id = {b.id: b for b in self._batches}
+            self._all.append(batch)
+            self._by_id[batch.id] = batch
+            added.append(batch)
+        return added
+
+    def _change(self, batch_id: str, allowed: Sequence[str], **changes: Any) -> Batch:
+        batch = self.batch(batch_id)
+        if batch is None:
+            raise KeyError(batch_id)
+        status = batch.status(time.time())
+        if status not in allowed:
+            raise ValueError(f"batch {batch_id} is {status}: allowed in {', '.join(allowed)}")
+        changed = replace(batch, **changes)
+        self._all[batch.ordinal] = self._by_id[batch_id] = changed
+        return changed
+
+    def cancel(self, batch_id: str) -> Batch:
+        """CancelRunBatch: submission stops; submitted runs become cancellations."""
+        batch = self.batch(batch_id)
+        visible = batch.visible_runs(time.time()) if batch is not None else 0
+        allowed = ("PENDING", "SUBMITTING", "INPROGRESS")
+        return self._change(batch_id, allowed, fate="cancelled", stopped_at=visible)
+
+    def delete_runs(self, batch_id: str) -> Batch:
+        """DeleteRunBatch: the batch's runs become deletions."""
+        return self._change(batch_id, ("PROCESSED", "CANCELLED"), fate="runs_deleted")
+
+    def delete(self, batch_id: str) -> Batch:
+        """DeleteBatch: gone from GetBatch, ListBatch and ListRunsInBatch."""
+        terminal = ("PROCESSED", "CANCELLED", "FAILED", "RUNS_DELETED")
+        return self._change(batch_id, terminal, deleted=True)
 
     @property
     def batches(self) -> Sequence[Batch]:
-        return self._batches
+        """Every batch the service still knows, in the order ListBatch lists them."""
+        return [b for b in self._all if not b.deleted]
+
+    @property
+    def positions(self) -> Sequence[Batch]:
+        """Every batch ever made, deleted ones included: what ListBatch tokens count."""
+        return self._all
 
     def batch(self, batch_id: str) -> Batch | None:
-        return self._by_id.get(batch_id)
+        batch = self._by_id.get(batch_id)
+        return None if batch is None or batch.deleted else batch
 
     def run(self, batch: Batch, index: int) -> dict[str, Any]:
         """Run `index` of `batch` as ListRunsInBatch returns it."""
-        return _run(batch.key, batch.ordinal, index, self.account, self.region)
+        run = _run(batch.key, batch.ordinal, index, self.account, self.region)
+        if batch.fate is not None:
+            _meet_fate(run, batch.fate, _mix(batch.key + index))
+        return run
 
     def runs(
         self, batch: Batch, start: int = 0, stop: int | None = None
@@ -195,6 +266,20 @@ def _status(h: int) -> str:
     if p < 995:
         return "DELETE_SUCCESS"
     return "DELETE_FAILED"
+
+
+def _meet_fate(run: dict[str, Any], fate: str, h: int) -> None:
+    """What a cancel or a delete of the batch does to a submitted run."""
+    status = run["submissionStatus"]
+    if fate == "cancelled" and status == "SUCCESS":
+        run["submissionStatus"] = "CANCEL_SUCCESS" if h % 20 else "CANCEL_FAILED"
+    elif fate == "runs_deleted" and status in ("SUCCESS", "CANCEL_SUCCESS"):
+        run["submissionStatus"] = "DELETE_SUCCESS" if h % 30 else "DELETE_FAILED"
+    else:
+        return
+    if run["submissionStatus"].endswith("FAILED"):
+        run["submissionFailureReason"] = "ConflictException"
+        run["submissionFailureMessage"] = "The run was already in a terminal state"
 
 
 def _run(key: int, ordinal: int, index: int, account: str, region: str) -> dict[str, Any]:

@@ -31,6 +31,25 @@ class Emulator:
     def batch_ids(self) -> list[str]:
         return [b.id for b in self.dataset.batches]
 
+    def add_batches(
+        self, sizes: list[int], *, submitting: bool = False, pending_for: float = 0.0
+    ) -> list[str]:
+        """StartRunBatch: new batches, settled or still submitting; returns their ids."""
+        added = self.dataset.add(sizes, submitting=submitting, pending_for=pending_for)
+        return [b.id for b in added]
+
+    def cancel_batch(self, batch_id: str) -> None:
+        """CancelRunBatch: submission stops, submitted runs become CANCEL_*."""
+        self.dataset.cancel(batch_id)
+
+    def delete_runs(self, batch_id: str) -> None:
+        """DeleteRunBatch: the runs become DELETE_*, the batch RUNS_DELETED."""
+        self.dataset.delete_runs(batch_id)
+
+    def delete_batch(self, batch_id: str) -> None:
+        """DeleteBatch: the batch answers 404 and leaves ListBatch."""
+        self.dataset.delete(batch_id)
+
     def rotate_tokens(self) -> None:
         """Refuse every pagination token given out so far (as if they had expired)."""
         self.app.rotate_tokens()
