@@ -6,11 +6,20 @@ import contextlib
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
+import orjson
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from omics_batch_runs.emulator import Behaviour, Dataset, Emulator, Fault, run_emulator
+from omics_batch_runs.emulator import (
+    Behaviour,
+    Dataset,
+    Emulator,
+    Fault,
+    run_emulator,
+    run_emulator_in_thread,
+)
 
 from ..conftest import boto3_client, in_thread, paginate_with_boto3
 
@@ -180,3 +189,39 @@ async def test_submitting_batch_lists_what_has_been_submitted() -> None:
         assert got["status"] == "SUBMITTING"
         assert 0 < len(first) < 50_000
         assert got["submissionSummary"]["pendingStartSubmissionCount"] > 0
+
+
+def test_batches_move_through_their_lifecycle_as_boto3_sees_it() -> None:
+    data = Dataset(seed=40, sizes=[300, 200])
+    with run_emulator_in_thread(data) as emulator:
+        client = boto3_client(emulator.endpoint_url)
+        url = emulator.endpoint_url
+
+        def post(path: str) -> Any:
+            request = urllib.request.Request(f"{url}/_emulator/{path}", method="POST")
+            with urllib.request.urlopen(request) as answer:
+                return orjson.loads(answer.read())
+
+        def statuses(batch_id: str) -> set[str]:
+            pages = client.get_paginator("list_runs_in_batch").paginate(batchId=batch_id)
+            return {r["submissionStatus"] for p in pages for r in p["runs"]}
+
+        growing = post("batches?sizes=500&submitting=1")["ids"][0]
+        assert client.get_batch(batchId=growing)["status"] == "SUBMITTING"
+        time.sleep(0.5)  # 50 runs a second appear
+        first = sum(len(p["runs"]) for p in client.get_paginator("list_runs_in_batch").paginate(
+            batchId=growing))  # fmt: skip
+        assert 0 < first < 500
+        post(f"batches/{growing}/cancel")
+        assert client.get_batch(batchId=growing)["status"] == "CANCELLED"
+        assert "SUCCESS" not in statuses(growing) and "CANCEL_SUCCESS" in statuses(growing)
+        settled = emulator.batch_ids[0]
+        assert client.get_batch(batchId=settled)["status"] in ("PROCESSED", "CANCELLED")
+        post(f"batches/{settled}/delete-runs")
+        assert client.get_batch(batchId=settled)["status"] == "RUNS_DELETED"
+        assert statuses(settled) <= {"DELETE_SUCCESS", "DELETE_FAILED", "FAILED", "CANCEL_FAILED"}
+        post(f"batches/{settled}/delete")
+        with pytest.raises(client.exceptions.ResourceNotFoundException):
+            client.get_batch(batchId=settled)
+        listed = [b["id"] for b in client.list_batch()["items"]]
+        assert settled not in listed and growing in listed

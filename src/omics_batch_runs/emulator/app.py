@@ -138,6 +138,9 @@ class EmulatorApp:
         app.router.add_get("/runBatch/{batchId}", self._wrap("GetBatch", self.get_batch))
         app.router.add_get("/runBatch/{batchId}/run", self._wrap("ListRunsInBatch", self.list_runs))
         app.router.add_get("/_emulator/counters", self.counters_view)
+        app.router.add_post("/_emulator/batches", self.add_view)
+        app.router.add_post("/_emulator/batches/{batchId}/{action}", self.change_view)
+        app.router.add_post("/_emulator/rotate-tokens", self.rotate_view)
         return app
 
     async def counters_view(self, request: web.Request) -> web.Response:
@@ -147,6 +150,38 @@ class EmulatorApp:
         if request.query.get("reset"):
             self.counters.reset()
         return web.Response(body=body, content_type="application/json")
+
+    async def add_view(self, request: web.Request) -> web.Response:
+        """Not an AWS API: `?sizes=100,0,2500[&submitting=1]` starts new batches."""
+        try:
+            sizes = [int(s) for s in request.query.get("sizes", "").split(",") if s]
+            added = self.dataset.add(sizes, submitting=request.query.get("submitting") == "1")
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
+        return web.json_response({"ids": [b.id for b in added]})
+
+    async def change_view(self, request: web.Request) -> web.Response:
+        """Not an AWS API: `cancel`, `delete-runs` or `delete` a batch, as the service would."""
+        actions = {
+            "cancel": self.dataset.cancel,
+            "delete-runs": self.dataset.delete_runs,
+            "delete": self.dataset.delete,
+        }
+        action = actions.get(request.match_info["action"])
+        if action is None:
+            raise web.HTTPNotFound(text=f"actions: {', '.join(actions)}")
+        try:
+            action(request.match_info["batchId"])
+        except KeyError:
+            raise web.HTTPNotFound(text="no such batch") from None
+        except ValueError as e:
+            raise web.HTTPConflict(text=str(e)) from None
+        return web.json_response({"ok": True})
+
+    async def rotate_view(self, request: web.Request) -> web.Response:
+        """Not an AWS API: refuse every token given out so far."""
+        self.rotate_tokens()
+        return web.json_response({"ok": True})
 
     def _wrap(self, operation: str, handler: Any) -> Any:
         async def serve(request: web.Request) -> web.StreamResponse:
