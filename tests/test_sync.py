@@ -91,6 +91,20 @@ def test_explicit_ids_choose_the_cheaper_way_to_see_what_changed(
     assert two_hundred.counters.requests == {"GetBatch": 3}  # not a scan of 200
 
 
+def test_new_batches_are_described_as_their_listing_starts(
+    tmp_path: Path, served: Emulator
+) -> None:
+    """No GetBatch round for all of them first: each one's comes just before its listing."""
+    db, ids = tmp_path / "m.db", served.batch_ids[:3]
+    result = run_sync(db, served, Selection([*ids, "999"]))
+    assert served.counters.requests["GetBatch"] == 4
+    assert [f.code for f in result.failed] == ["ResourceNotFoundException"]
+    assert by_key(mirrored(db)) == by_key([r for r in listing(served) if r["batchId"] in ids])
+    with sqlite3.connect(db) as c:
+        statuses = c.execute("SELECT listed_status FROM batches ORDER BY id").fetchall()
+    assert None not in {s for (s,) in statuses}
+
+
 def test_moved_deleted_and_new_batches_are_listed_and_nothing_else(
     tmp_path: Path, two_hundred: Emulator
 ) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,8 +161,9 @@ class _Syncer:
             self.result.failed.append(failure)
             self.progress.failed.append(failure)
 
-    async def select(self, selection: Selection) -> list[str]:
-        """The selected batches, with their statuses fresh in the mirror."""
+    async def select(self, selection: Selection) -> tuple[list[str], set[str]]:
+        """The selected batches, with their statuses fresh in the mirror; and those new to
+        the mirror whose status is left for the listing to fetch, just before it starts."""
         if selection.discover is not None:
             ids = await self.scan(selection.discover)
             listed = set(ids)
@@ -172,7 +173,7 @@ class _Syncer:
                 if not b.deleted and b.id not in listed and _matches(b, selection.discover)
             ]
             await self.get(gone)  # gone from the listing: deleted, or moved out of the filter
-            return ids
+            return ids, set()
         ids = list(dict.fromkeys(selection.batch_ids))
         hint = self.mirror.meta("batches_listed")  # from the last full ListBatch scan
         known = int(hint) if hint is not None else None
@@ -182,14 +183,29 @@ class _Syncer:
         ):
             listed = set(await self.scan({}))
             await self.get([b for b in ids if b not in listed])
-        else:
-            await self.get(ids)
-        return ids
+            return ids, set()
+        known_ids = self.mirror.batches(ids)
+        await self.get([b for b in ids if b in known_ids])
+        # New batches are listed whatever their status: each one's GetBatch is sent just
+        # before its listing (on GetBatch's own quota), not all of them before any listing.
+        return ids, {b for b in ids if b not in known_ids}
 
-    async def list(self, todo: list[str], rows: dict[str, BatchRow]) -> None:
+    async def list(
+        self, todo: list[str], rows: dict[str, BatchRow], new: Collection[str] = ()
+    ) -> None:
         """List these batches, each page committed with its batch's next token."""
         again: list[str] = []
-        tokens = {b: t for b in todo if (t := _start_token(rows[b])) is not None}
+        tokens = {b: t for b in todo if b in rows and (t := _start_token(rows[b])) is not None}
+
+        async def described_first() -> AsyncIterator[str]:
+            for batch_id in todo:
+                if batch_id in new:
+                    await self.get([batch_id])
+                    found = self.mirror.batches([batch_id])
+                    if batch_id not in found or found[batch_id].deleted:
+                        continue  # not found: reported as failed
+                    rows[batch_id] = found[batch_id]
+                yield batch_id
 
         def on_error(error: BatchError) -> None:
             if error.batch_id in tokens and error.code == "ValidationException":
@@ -204,7 +220,7 @@ class _Syncer:
                 self.lost(error.batch_id, error.error)
 
         async with open_pages(
-            todo,
+            described_first() if new else todo,
             self.options,
             client=self.omics,
             stats=self.progress.stats,
@@ -292,20 +308,22 @@ async def _passes(
     syncer: _Syncer, selection: Selection, follow: bool, poll_interval: float
 ) -> None:
     result, progress, mirror = syncer.result, syncer.progress, syncer.mirror
-    ids = await syncer.select(selection)
+    ids, new = await syncer.select(selection)
     progress.batches_total = result.batches = len(ids)
     progress.runs_written = sum(mirror.count_runs(b) for b in ids)
     while True:
         result.passes += 1
         rows = mirror.batches(ids)
-        todo = [b for b in ids if b in rows and needs_listing(rows[b])]
+        todo = [b for b in ids if b in new or (b in rows and needs_listing(rows[b]))]
         if result.passes == 1:
-            result.skipped = sum(1 for b in ids if b in rows and not needs_listing(rows[b]))
-            result.export_requests = _export_cost(rows.values(), selection, syncer.options)
+            result.skipped = len(ids) - len(todo)
         progress.batches_done = sum(1 for b in ids if b in rows and _settled(rows[b]))
         result.listed += len(todo)
-        await syncer.list(todo, rows)
+        await syncer.list(todo, rows, new)
+        new = set()
         rows = mirror.batches(ids)
+        if result.passes == 1:
+            result.export_requests = _export_cost(rows.values(), selection, syncer.options)
         unsettled = [b for b in ids if b in rows and not _settled(rows[b])]
         unsettled = [b for b in unsettled if all(f.batch_id != b for f in result.failed)]
         result.settled = progress.batches_done = len(ids) - len(unsettled)
