@@ -25,11 +25,13 @@ from typing import Any
 
 import orjson
 
+from . import nightly
 from .clients import CLIENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 OURS = "omics-batch-runs"
+SYNC = "omics-batch-runs sync"
 
 
 @dataclass
@@ -40,7 +42,7 @@ class Scenario:
     batches: int
     runs_per_batch: int
     concurrency: int = 16
-    clients: list[str] = field(default_factory=lambda: list(CLIENTS))
+    clients: list[str] = field(default_factory=lambda: [c for c in CLIENTS if c != SYNC])
     ideal_pages_per_s: float | None = None
     burst: float = 0.0
     check: bool = True
@@ -66,7 +68,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             [],
             n,
             100,
-            clients=[OURS] if n < 10_000 else list(CLIENTS),
+            clients=[OURS] if n < 10_000 else [c for c in CLIENTS if c != SYNC],
             check=False,
         )
         for n in (100, 1_000, 10_000)
@@ -80,6 +82,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             500,
             ideal_pages_per_s=10.0,
             burst=10,
+            clients=list(CLIENTS),
         ),
         Scenario(
             "latency-bound",
@@ -247,7 +250,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|:-:|",
     ]
     for r in rows:
-        name = f"**{r['client']}**" if r["client"] == OURS else r["client"]
+        name = f"**{r['client']}**" if r["client"] in (OURS, SYNC) else r["client"]
         done = r["complete"]
         lines.append(
             f"| {r['scenario']} | {name} | {r['repeats']} | {r['wall_s']:.2f} | "
@@ -275,7 +278,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         mine = {r["client"]: r for r in rows if r["scenario"] == scenario}
         names = [c for c in clients if c in mine]
         values = [mine[c]["wall_s"] for c in names]
-        colours = ["tab:green" if c == OURS else "tab:grey" for c in names]
+        colours = ["tab:green" if c in (OURS, SYNC) else "tab:grey" for c in names]
         bars = ax.barh(range(len(names)), values, color=colours)
         for bar, name in zip(bars, names, strict=True):
             if not mine[name]["complete"]:  # it gave up: its time is not a result
@@ -290,12 +293,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def update_readme(table: str) -> None:
+def update_readme(marker: str, block: str) -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
-    image = "![benchmarks](benchmarks/results/results.png)"
-    block = f"<!-- bench:start -->\n{table}\n{image}\n<!-- bench:end -->"
-    pattern = re.compile(r"<!-- bench:start -->.*?<!-- bench:end -->", re.DOTALL)
+    block = f"<!-- {marker}:start -->\n{block}\n<!-- {marker}:end -->"
+    pattern = re.compile(rf"<!-- {marker}:start -->.*?<!-- {marker}:end -->", re.DOTALL)
     if pattern.search(text):
         readme.write_text(pattern.sub(lambda _: block, text))
 
@@ -338,7 +340,13 @@ def main() -> None:
                     f"throttled {row['throttled_share']:5.1%}  rss {row['peak_rss_mb']:5.0f} MB",
                     flush=True,
                 )
+        nightly_summary = None
+        if not args.only or args.only in "nightly re-sync":
+            batches = 5_000 if args.quick else 10_000
+            nightly_summary = nightly.run(start_emulator, batches, args.repeats)
+            print(nightly.markdown(nightly_summary), flush=True)
     meta = {
+        "nightly": nightly_summary,
         "date": time.strftime("%Y-%m-%d"),
         "machine": platform.machine(),
         "cores": os.cpu_count(),
@@ -358,9 +366,13 @@ def main() -> None:
 
 def publish(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     table = markdown(rows, meta)
-    (RESULTS / "results.md").write_text(table)
     plot(rows, RESULTS / "results.png")
-    update_readme(table)
+    update_readme("bench", f"{table}\n![benchmarks](benchmarks/results/results.png)")
+    if meta.get("nightly"):
+        night = nightly.markdown(meta["nightly"])
+        update_readme("nightly", night)
+        table += "\n" + night
+    (RESULTS / "results.md").write_text(table)
     print(table)
 
 

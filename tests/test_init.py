@@ -11,10 +11,13 @@ PUBLIC = {
     "FetchOptions",
     "FetchStats",
     "InvalidInput",
+    "MirrorError",
     "OmicsBatchRunsError",
     "Page",
     "PageStream",
     "RunStream",
+    "Selection",
+    "SyncResult",
     "UnsupportedEventLoop",
     "__version__",
     "add_missing_operations",
@@ -22,6 +25,7 @@ PUBLIC = {
     "iter_runs",
     "open_pages",
     "open_runs",
+    "sync",
 }
 EMULATOR = {
     "Batch",
@@ -52,5 +56,5 @@ def test_every_error_the_library_raises_on_purpose_has_one_base() -> None:
         if isinstance(getattr(omics_batch_runs, name), type)
         and issubclass(getattr(omics_batch_runs, name), BaseException)
     ]
-    assert len(errors) == 5
+    assert len(errors) == 6
     assert all(issubclass(e, OmicsBatchRunsError) for e in errors)

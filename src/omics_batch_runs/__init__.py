@@ -11,10 +11,12 @@ from .errors import (
     OmicsBatchRunsError,
     UnsupportedEventLoop,
 )
+from .mirror import MirrorError
 from .options import FetchOptions
 from .paging import Page, PageStream, RunStream, iter_pages, iter_runs, open_pages, open_runs
 from .rate import AdaptiveRate
 from .stats import FetchStats
+from .sync import Selection, SyncResult, sync
 
 __version__ = _version("omics-batch-runs")
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -26,10 +28,13 @@ __all__ = [
     "FetchOptions",
     "FetchStats",
     "InvalidInput",
+    "MirrorError",
     "OmicsBatchRunsError",
     "Page",
     "PageStream",
     "RunStream",
+    "Selection",
+    "SyncResult",
     "UnsupportedEventLoop",
     "__version__",
     "add_missing_operations",
@@ -37,4 +42,5 @@ __all__ = [
     "iter_runs",
     "open_pages",
     "open_runs",
+    "sync",
 ]
