@@ -20,7 +20,7 @@ from botocore.session import Session
 from .service import API_VERSION, SERVICE_NAME
 
 _DATA = Path(__file__).parent / "data"
-_OPERATIONS = ("ListRunsInBatch", "ListBatch", "GetBatch")
+_OPERATIONS = ("ListRunsInBatch", "ListBatch", "GetBatch", "StartRunBatch")
 
 
 @cache

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..service import BATCH_STATUSES, SUBMISSION_STATUSES
+from ..service import BATCH_STATUSES, MAX_RUNS_PER_BATCH, SUBMISSION_STATUSES
 from .behaviour import Behaviour
 from .dataset import Batch, Dataset
 from .tokens import TokenError, TokenSigner
@@ -118,6 +118,7 @@ class EmulatorApp:
         self.behaviour = behaviour
         self.counters = Counters()
         self.forbidden: set[str] = set()
+        self.objects: dict[str, bytes] = {}  # S3 objects StartRunBatch may read
         self._token_epoch = 0
         self._tokens = self._signer()
         self._page = lru_cache(maxsize=2048)(self._page_bytes)
@@ -137,6 +138,9 @@ class EmulatorApp:
         app.router.add_get("/runBatch", self._wrap("ListBatch", self.list_batch))
         app.router.add_get("/runBatch/{batchId}", self._wrap("GetBatch", self.get_batch))
         app.router.add_get("/runBatch/{batchId}/run", self._wrap("ListRunsInBatch", self.list_runs))
+        app.router.add_post("/runBatch", self._wrap("StartRunBatch", self.start_run_batch))
+        app.router.add_get("/run", self._wrap("ListRuns", self.list_executions))
+        app.router.add_put("/_emulator/s3", self.put_object_view)
         app.router.add_get("/_emulator/counters", self.counters_view)
         app.router.add_post("/_emulator/batches", self.add_view)
         app.router.add_post("/_emulator/batches/{batchId}/{action}", self.change_view)
@@ -166,6 +170,7 @@ class EmulatorApp:
             "cancel": self.dataset.cancel,
             "delete-runs": self.dataset.delete_runs,
             "delete": self.dataset.delete,
+            "forget-runs": self.dataset.forget,
         }
         action = actions.get(request.match_info["action"])
         if action is None:
@@ -176,6 +181,11 @@ class EmulatorApp:
             raise web.HTTPNotFound(text="no such batch") from None
         except ValueError as e:
             raise web.HTTPConflict(text=str(e)) from None
+        return web.json_response({"ok": True})
+
+    async def put_object_view(self, request: web.Request) -> web.Response:
+        """Not an AWS API: `?uri=s3://bucket/key` holds an object for s3UriSettings."""
+        self.objects[request.query["uri"]] = await request.read()
         return web.json_response({"ok": True})
 
     async def rotate_view(self, request: web.Request) -> web.Response:
@@ -204,6 +214,8 @@ class EmulatorApp:
         # The latency is the service's whole time to answer, its own work included.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.behaviour.delay()
+        if request.can_read_body:
+            request["body"] = await request.read()
         answer = self._answer(operation, handler, request)
         if (left := deadline - loop.time()) > 0:
             await asyncio.sleep(left)
@@ -235,6 +247,7 @@ class EmulatorApp:
         except ServiceError as e:
             return _error(e.code, e.message)
         return web.Response(
+            status=request.get("status", 200),
             body=body,
             content_type="application/json",
             headers={"x-amzn-RequestId": str(uuid.uuid4())},
@@ -349,7 +362,7 @@ class EmulatorApp:
         visible = batch.visible_runs(now)
         n = self.dataset.submission_counts(batch, visible)
         started = visible - n["FAILED"]
-        completed = n["SUCCESS"] * 9 // 10
+        runs = self.dataset.execution_counts(batch, now)
         d = self.dataset
         body: dict[str, Any] = {
             "id": batch.id,
@@ -359,10 +372,13 @@ class EmulatorApp:
             "status": batch.status(now),
             "tags": {"project": "omics-batch-runs-emulator"},
             "totalRuns": batch.total_runs,
-            "defaultRunSetting": {
+            "defaultRunSetting": batch.default_run_setting
+            or {
                 "workflowId": batch.workflow_id,
                 "roleArn": f"arn:aws:iam::{d.account}:role/OmicsRun",
                 "runGroupId": batch.run_group_id,
+                "outputUri": f"s3://lab-results/{batch.name}/",
+                "parameters": {"reference": "s3://lab-reference/GRCh38.fa"},
             },
             "submissionSummary": {
                 "successfulStartSubmissionCount": started,
@@ -374,14 +390,14 @@ class EmulatorApp:
                 "failedDeleteSubmissionCount": n["DELETE_FAILED"],
             },
             "runSummary": {
-                "pendingRunCount": 0,
-                "startingRunCount": 0,
-                "runningRunCount": n["SUCCESS"] - completed,
-                "stoppingRunCount": 0,
-                "completedRunCount": completed,
-                "deletedRunCount": n["DELETE_SUCCESS"],
-                "failedRunCount": n["DELETE_FAILED"] + n["CANCEL_FAILED"],
-                "cancelledRunCount": n["CANCEL_SUCCESS"],
+                "pendingRunCount": runs["PENDING"],
+                "startingRunCount": runs["STARTING"],
+                "runningRunCount": runs["RUNNING"],
+                "stoppingRunCount": runs["STOPPING"],
+                "completedRunCount": runs["COMPLETED"],
+                "deletedRunCount": runs["DELETED"],
+                "failedRunCount": runs["FAILED"],
+                "cancelledRunCount": runs["CANCELLED"],
             },
             "creationTime": _iso(batch.created_at),
         }
@@ -391,6 +407,114 @@ class EmulatorApp:
             body["failedTime"] = _iso(batch.created_at + 61)
             body["failureReason"] = "The batch contained no run settings"
         return orjson.dumps(body)
+
+    def list_executions(self, request: web.Request) -> bytes:
+        """ListRuns: runs with their execution status, of one batch (`batchId`) or all."""
+        raw = request.query.get("maxResults")
+        limit = 100
+        if raw is not None:
+            if not raw.isdigit() or not 1 <= int(raw) <= 100:
+                raise _constraint(raw, "maxResults", "have value between 1 and 100")
+            limit = int(raw)
+        status = request.query.get("status")
+        batch_id = request.query.get("batchId")
+        scope = f"exec\x00{batch_id}\x00{status}"
+        position = self._start(request, scope)
+        if batch_id is not None:
+            only = self.dataset.batch(batch_id)
+            batches = [only] if only is not None else []
+        else:
+            batches = list(self.dataset.batches)
+        now = time.time()
+        items: list[dict[str, Any]] = []
+        for batch in batches:
+            if batch.forgotten or (batch.ordinal + 1) * MAX_RUNS_PER_BATCH <= position:
+                continue
+            index = max(0, position - batch.ordinal * MAX_RUNS_PER_BATCH)
+            visible = batch.visible_runs(now)
+            while index < visible and len(items) < limit:
+                item = self.dataset.execution(batch, index, now)
+                index += 1
+                if item is not None and status in (None, item["status"]):
+                    items.append(item)
+            position = batch.ordinal * MAX_RUNS_PER_BATCH + index
+            if len(items) == limit:
+                break
+        more = bool(items) and len(items) == limit and position < _end(batches)
+        for item in items:
+            for key in ("creationTime", "startTime", "stopTime"):
+                if key in item:
+                    item[key] = _iso(item[key])
+        token = self._tokens.issue(scope, position) if more else None
+        return _body("items", orjson.dumps(items), token)
+
+    def start_run_batch(self, request: web.Request) -> bytes:
+        """StartRunBatch, validated as the service does; the same requestId, the same batch."""
+        try:
+            body = orjson.loads(request.get("body") or b"{}")
+        except orjson.JSONDecodeError:
+            raise ServiceError("ValidationException", "Request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise ServiceError("ValidationException", "Request body must be an object")
+        for name in ("requestId", "defaultRunSetting", "batchRunSettings"):
+            if name not in body:
+                raise _constraint("null", name, "not be null")
+        default = body["defaultRunSetting"]
+        for name in ("workflowId", "roleArn"):
+            if not isinstance(default, dict) or not default.get(name):
+                raise _constraint("null", f"defaultRunSetting.{name}", "not be null")
+        settings = self._run_settings(body["batchRunSettings"])
+        given = [s.get("runSettingId") if isinstance(s, dict) else None for s in settings]
+        if not all(isinstance(i, str) and i for i in given):
+            raise ServiceError("ValidationException", "Every run setting needs a runSettingId")
+        ids = [str(i) for i in given]
+        if len(set(ids)) != len(ids):
+            raise ServiceError("ValidationException", "runSettingId values must be unique")
+        batch = self.dataset.start(ids, default, str(body["requestId"]), body.get("batchName"))
+        request["status"] = 201
+        d = self.dataset
+        return orjson.dumps(
+            {
+                "id": batch.id,
+                "arn": f"arn:aws:omics:{d.region}:{d.account}:runBatch/{batch.id}",
+                "status": batch.status(time.time()),
+                "uuid": str(uuid.UUID(int=batch.key << 64 | batch.key)),
+                "tags": body.get("tags", {}),
+            }
+        )
+
+    def _run_settings(self, given: Any) -> list[Any]:
+        """The per-run settings: inline (1 to 100), or the S3 JSON file (up to 100,000)."""
+        if not isinstance(given, dict):
+            raise _constraint(given, "batchRunSettings", "be a structure")
+        inline, uri = given.get("inlineSettings"), given.get("s3UriSettings")
+        if (inline is None) == (uri is None):
+            raise ServiceError(
+                "ValidationException",
+                "Exactly one of inlineSettings and s3UriSettings must be given",
+            )
+        if inline is not None:
+            if not isinstance(inline, list) or not 1 <= len(inline) <= 100:
+                raise _constraint(
+                    f"list of {len(inline) if isinstance(inline, list) else '?'} items",
+                    "batchRunSettings.inlineSettings",
+                    "have length between 1 and 100",
+                )
+            return inline
+        data = self.objects.get(str(uri))
+        if data is None:
+            raise ServiceError("ValidationException", f"Unable to read s3UriSettings {uri}")
+        try:
+            settings = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise ServiceError("ValidationException", f"{uri} is not a JSON list") from None
+        if not isinstance(settings, list) or not 1 <= len(settings) <= MAX_RUNS_PER_BATCH:
+            raise ServiceError("ValidationException", f"{uri} must hold 1 to 100,000 settings")
+        return settings
+
+
+def _end(batches: list[Batch]) -> int:
+    return max((b.ordinal + 1) * MAX_RUNS_PER_BATCH for b in batches) if batches else 0
 
 
 def _body(key: str, listing: bytes, token: str | None) -> bytes:

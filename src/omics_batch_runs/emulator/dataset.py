@@ -29,6 +29,8 @@ _FAILURE_MESSAGES = (
 )
 
 _MASK = (1 << 64) - 1
+_RUN_FINAL = ("COMPLETED", "FAILED", "CANCELLED", "DELETED")
+_STATUSES_SETTLED = ("INPROGRESS", "PROCESSED", "CANCELLED", "FAILED", "RUNS_DELETED")
 
 
 def _mix(x: int) -> int:
@@ -68,6 +70,10 @@ class Batch:
     fate: str | None = None  # None, "cancelled" or "runs_deleted"
     stopped_at: int | None = None  # runs submitted when it was cancelled
     deleted: bool = False  # DeleteBatch: gone from every API
+    forgotten: bool = False  # its runs no longer answered by ListRuns (the service keeps few)
+    run_setting_ids: tuple[str, ...] | None = None  # a started batch's own, else sample-N
+    default_run_setting: dict[str, Any] | None = field(default=None, compare=False)
+    request_id: str | None = None
 
     def visible_runs(self, now: float) -> int:
         if self.stopped_at is not None:
@@ -119,6 +125,29 @@ class Dataset:
         self.add(sizes[:submitting], submitting=True, now=self.created)
         self.add(sizes[submitting:], now=self.created)
 
+    def start(
+        self,
+        run_setting_ids: Sequence[str],
+        default_run_setting: dict[str, Any],
+        request_id: str,
+        name: str | None = None,
+    ) -> Batch:
+        """StartRunBatch: a batch of these runs, PENDING a moment, then submitting them."""
+        for batch in self._all:
+            if batch.request_id == request_id:
+                return batch  # the same request again: the same batch
+        (batch,) = self.add([len(run_setting_ids)], submitting=True, pending_for=0.5)
+        started = replace(
+            batch,
+            run_setting_ids=tuple(run_setting_ids),
+            default_run_setting=dict(default_run_setting),
+            request_id=request_id,
+            name=name or batch.name,
+            workflow_id=str(default_run_setting["workflowId"]),
+        )
+        self._all[batch.ordinal] = self._by_id[batch.id] = started
+        return started
+
     def add(
         self,
         sizes: Sequence[int],
@@ -127,7 +156,7 @@ class Dataset:
         pending_for: float = 0.0,
         now: float | None = None,
     ) -> list[Batch]:
-        """New batches (StartRunBatch): settled, or still submitting their runs."""
+        """New batches: settled, or still submitting their runs."""
         if any(not 0 <= s <= MAX_RUNS_PER_BATCH for s in sizes):
             raise ValueError(f"a batch holds 0 to {MAX_RUNS_PER_BATCH:,} runs")
         now = time.time() if now is None else now
@@ -176,6 +205,11 @@ class Dataset:
         """DeleteRunBatch: the batch's runs become deletions."""
         return self._change(batch_id, ("PROCESSED", "CANCELLED"), fate="runs_deleted")
 
+    def forget(self, batch_id: str) -> Batch:
+        """The service keeps a limited number of runs for ListRuns: these it no longer has."""
+        everything = ("PENDING", "SUBMITTING", *(s for s in _STATUSES_SETTLED))
+        return self._change(batch_id, everything, forgotten=True)
+
     def delete(self, batch_id: str) -> Batch:
         """DeleteBatch: gone from GetBatch, ListBatch and ListRunsInBatch."""
         terminal = ("PROCESSED", "CANCELLED", "FAILED", "RUNS_DELETED")
@@ -198,9 +232,51 @@ class Dataset:
     def run(self, batch: Batch, index: int) -> dict[str, Any]:
         """Run `index` of `batch` as ListRunsInBatch returns it."""
         run = _run(batch.key, batch.ordinal, index, self.account, self.region)
+        if batch.run_setting_ids is not None:
+            run["runSettingId"] = batch.run_setting_ids[index]
         if batch.fate is not None:
             _meet_fate(run, batch.fate, _mix(batch.key + index))
         return run
+
+    def execution(self, batch: Batch, index: int, now: float) -> dict[str, Any] | None:
+        """Run `index` as ListRuns lists it at `now`, or None if its submission failed.
+
+        Submitted when its turn came, it waits, starts, runs, and ends COMPLETED (or, one
+        in fourteen, FAILED); a cancelled submission ends CANCELLED, a deleted one DELETED.
+        """
+        run = self.run(batch, index)
+        if "runId" not in run:
+            return None
+        rate = batch.submit_rate
+        submitted = batch.created_at + batch.pending_for + (index / rate if rate else 0.0)
+        h = _mix(batch.key * 31 + index)
+        started = submitted + 2 + h % 10
+        ends = started + 10 + (h >> 8) % 50
+        final = "FAILED" if (h >> 16) % 14 == 0 else "COMPLETED"
+        if run["submissionStatus"] == "CANCEL_SUCCESS":
+            final, ends = "CANCELLED", min(ends, max(now, submitted))
+        elif run["submissionStatus"] == "DELETE_SUCCESS":
+            final = "DELETED"
+        if now < started:
+            status = "PENDING" if now < started - 1 else "STARTING"
+        else:
+            status = "RUNNING" if now < ends else final
+        item: dict[str, Any] = {
+            "arn": run["runArn"],
+            "id": run["runId"],
+            "status": status,
+            "workflowId": batch.workflow_id,
+            "batchId": batch.id,
+            "name": run["runSettingId"],
+            "priority": 1,
+            "storageType": "DYNAMIC",
+            "creationTime": submitted,
+        }
+        if now >= started:
+            item["startTime"] = started
+        if status in _RUN_FINAL:
+            item["stopTime"] = ends
+        return item
 
     def runs(
         self, batch: Batch, start: int = 0, stop: int | None = None
@@ -210,6 +286,9 @@ class Dataset:
             yield self.run(batch, i)
 
     def index_of_run_setting_id(self, batch: Batch, run_setting_id: str) -> int | None:
+        if batch.run_setting_ids is not None:
+            ids = batch.run_setting_ids
+            return ids.index(run_setting_id) if run_setting_id in ids else None
         prefix, _, digits = run_setting_id.rpartition("-")
         if prefix != "sample" or not digits.isdigit() or len(digits) != 6:
             return None
@@ -228,10 +307,29 @@ class Dataset:
     def submission_counts(self, batch: Batch, visible: int) -> Counter[str]:
         return _counts(self, batch, visible)
 
+    def execution_counts(self, batch: Batch, now: float) -> Counter[str]:
+        """ListRuns statuses of the batch's submitted runs at `now` (per second; once
+        every run has ended, for good)."""
+        rate = batch.submit_rate
+        last = batch.created_at + batch.pending_for + (batch.total_runs / rate if rate else 0)
+        moment = -1 if now > last + 75 else int(now)  # every run ends within 72 s
+        return _execution_counts(self, batch, batch.visible_runs(now), moment)
+
 
 @lru_cache(maxsize=4096)
 def _counts(dataset: Dataset, batch: Batch, visible: int) -> Counter[str]:
     return Counter(r["submissionStatus"] for r in dataset.runs(batch, 0, visible))
+
+
+@lru_cache(maxsize=4096)
+def _execution_counts(dataset: Dataset, batch: Batch, visible: int, moment: int) -> Counter[str]:
+    now = time.time() if moment < 0 else float(moment)
+    counts: Counter[str] = Counter()
+    for i in range(visible):
+        item = dataset.execution(batch, i, now)
+        if item is not None:
+            counts[item["status"]] += 1
+    return counts
 
 
 def _varied_size(seed: int, k: int) -> int:

@@ -46,6 +46,14 @@ class Emulator:
         """DeleteRunBatch: the runs become DELETE_*, the batch RUNS_DELETED."""
         self.dataset.delete_runs(batch_id)
 
+    def forget_runs(self, batch_id: str) -> None:
+        """ListRuns no longer answers for this batch's runs (the service keeps few)."""
+        self.dataset.forget(batch_id)
+
+    def put_object(self, uri: str, data: bytes) -> None:
+        """An S3 object StartRunBatch's s3UriSettings may name."""
+        self.app.objects[uri] = data
+
     def delete_batch(self, batch_id: str) -> None:
         """DeleteBatch: the batch answers 404 and leaves ListBatch."""
         self.dataset.delete(batch_id)
