@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import click
+import orjson
 from aiobotocore.session import AioSession
 from botocore.exceptions import (
     BotoCoreError,
@@ -27,11 +28,13 @@ from .checkpoint import CheckpointError, CheckpointWriteError
 from .discovery import batch_filter
 from .errors import BatchError, InvalidInput, error_code, error_message
 from .export import ExportProgress, Source, prepare, run_export
+from .failures import as_csv, failures
 from .logs import json_line, redact, setup_logging
 from .mirror import MirrorError
 from .options import FetchOptions, check_batch_id
-from .progress import LiveProgress, Report, summary, sync_summary
-from .service import BATCH_STATUSES, SUBMISSION_STATUSES
+from .progress import LiveProgress, Report, failures_table, summary, sync_summary
+from .resubmit import read_settings, resubmission
+from .service import BATCH_STATUSES, FAILURE_REASONS, SUBMISSION_STATUSES
 from .sink import OutputClosed, OutputError, OutputRefused
 from .sync import Selection, SyncResult, sync
 
@@ -342,6 +345,11 @@ def _fatal(error: Exception, report: Report) -> int:
 )
 @click.option("--follow", is_flag=True, help="Keep syncing until every batch has settled.")
 @click.option(
+    "--run-status",
+    is_flag=True,
+    help="Also each run's execution status (ListRuns), until its batch's runs have all ended.",
+)
+@click.option(
     "--poll-interval",
     type=click.FloatRange(min=0.1),
     default=15.0,
@@ -389,6 +397,7 @@ async def _sync(
                     region_name=kw["region"] or ("us-east-1" if kw["emulator"] else None),
                     follow=kw["follow"],
                     poll_interval=kw["poll_interval"],
+                    run_status=kw["run_status"],
                     progress=progress,
                 )
             )
@@ -445,6 +454,108 @@ async def _run_job(
             tg.start_soon(LiveProgress(progress, report.console, counting).run)
         tg.start_soon(run)
     return interrupted
+
+
+@cli.command("failures")
+@click.argument("batch_ids", nargs=-1)
+@click.option("--db", required=True, type=click.Path(path_type=Path), help="The mirror.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "jsonl"]),
+    help="table (grouped by reason; the default on a terminal), csv or jsonl (a row a run).",
+)
+@click.option(
+    "--submissions-only", is_flag=True, help="Leave out runs that failed after submission."
+)
+def failures_command(**kw: Any) -> None:
+    """Every run that did not make it: failed submissions, and runs that failed or were
+    cancelled (with `sync --run-status`). Reads the mirror only; sends no request."""
+    ids = [check_batch_id(b) for b in kw["batch_ids"]]
+    try:
+        found = failures(kw["db"], ids, runs=not kw["submissions_only"])
+    except MirrorError as e:
+        _fail(str(e))
+    fmt = kw["fmt"] or ("table" if sys.stdout.isatty() else "csv")
+    if fmt == "csv":
+        sys.stdout.write(as_csv(found))
+    elif fmt == "jsonl":
+        for failure in found:
+            sys.stdout.write(orjson.dumps(failure.as_dict()).decode() + "\n")
+    else:
+        Console().print(failures_table(found))
+
+
+@cli.command("resubmit")
+@click.option("--db", required=True, type=click.Path(path_type=Path), help="The mirror.")
+@click.option("--batch", "batch_id", required=True, help="The batch whose failures to run again.")
+@click.option(
+    "--settings",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The batch's original per-run settings: the JSON list (inline or S3) it was given.",
+)
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Write the input here."
+)
+@click.option(
+    "--reason",
+    "reasons",
+    multiple=True,
+    type=click.Choice(FAILURE_REASONS),
+    help="Only submissions that failed for this reason (repeat; default: every reason).",
+)
+@click.option(
+    "--include-run-failures",
+    is_flag=True,
+    help="Also runs submitted that then failed or were cancelled (needs sync --run-status).",
+)
+@click.option(
+    "--settings-uri",
+    help="s3:// URI for the settings file (needed over 100 runs, the inline limit).",
+)
+def resubmit_command(**kw: Any) -> None:
+    """Write a StartRunBatch input that runs again what failed in a batch.
+
+    For `aws omics start-run-batch --cli-input-json file://OUT` or boto3's
+    `start_run_batch(**json.load(open(OUT)))`. The same choice gives the same requestId, so
+    submitting it twice cannot start two batches.
+    """
+    batch_id = check_batch_id(kw["batch_id"])
+    output: Path = kw["output"]
+    if output.is_dir() or not output.parent.is_dir():
+        _fail(f"-o {output}: not a file in an existing directory")
+    settings = read_settings(kw["settings"])
+    try:
+        plan = resubmission(
+            kw["db"],
+            batch_id,
+            settings,
+            reasons=kw["reasons"],
+            include_run_failures=kw["include_run_failures"],
+            settings_uri=kw["settings_uri"],
+        )
+    except MirrorError as e:
+        _fail(str(e))
+    files: dict[Path, Any] = {output: plan.request}
+    if plan.s3_settings is not None:
+        files[output.with_name(output.stem + ".settings.json")] = plan.s3_settings
+    for path, data in files.items():  # written whole or not at all
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+        tmp.replace(path)
+    click.echo(
+        f"{output}: {len(plan.settings)} run(s) of batch {batch_id} to submit again, "
+        f"requestId {plan.request['requestId']}",
+        err=True,
+    )
+    if plan.s3_settings is not None:
+        settings_file = output.with_name(output.stem + ".settings.json")
+        click.echo(
+            f"upload {settings_file} to {kw['settings_uri']} first "
+            f"(aws s3 cp {settings_file} {kw['settings_uri']})",
+            err=True,
+        )
 
 
 @asynccontextmanager

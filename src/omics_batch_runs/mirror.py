@@ -18,6 +18,10 @@ Schema (stable; `meta.schema_version` says which):
 - `runs`: keyed by (`batch_id`, `run_setting_id`): `run_id`, `run_internal_uuid`,
   `run_arn`, `submission_status`, `submission_failure_reason`, `submission_failure_message`,
   `first_seen`, `last_changed`.
+- `executions` (with `sync --run-status`): keyed by `run_id` (join it to `runs.run_id`):
+  `batch_id`, `status` (ListRuns' execution status), `name`, `workflow_id`,
+  `creation_time`, `start_time`, `stop_time`, `item` (ListRuns' item as JSON),
+  `first_seen`, `last_changed`; and `batches.executions_final` (1: every run has ended).
 
 Times are ISO 8601 UTC text.
 """
@@ -59,7 +63,8 @@ CREATE TABLE batches (
     listed_total INTEGER,
     deleted INTEGER NOT NULL DEFAULT 0,
     next_token TEXT,
-    last_token TEXT
+    last_token TEXT,
+    executions_final INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE runs (
     batch_id TEXT NOT NULL REFERENCES batches (id),
@@ -74,6 +79,20 @@ CREATE TABLE runs (
     last_changed TEXT NOT NULL,
     PRIMARY KEY (batch_id, run_setting_id)
 ) WITHOUT ROWID;
+CREATE TABLE executions (
+    run_id TEXT PRIMARY KEY,
+    batch_id TEXT NOT NULL REFERENCES batches (id),
+    status TEXT,
+    name TEXT,
+    workflow_id TEXT,
+    creation_time TEXT,
+    start_time TEXT,
+    stop_time TEXT,
+    item TEXT,
+    first_seen TEXT NOT NULL,
+    last_changed TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX executions_by_batch ON executions (batch_id);
 CREATE INDEX runs_by_run_id ON runs (run_id);
 CREATE INDEX runs_by_status ON runs (submission_status);
 """
@@ -129,8 +148,11 @@ class Mirror:
         self._lock_fd = lock_fd
 
     @classmethod
-    def open(cls, path: str | Path) -> Mirror:
-        """Open (or create) the mirror at `path`; refuses what is not one, one line each."""
+    def open(cls, path: str | Path, *, create: bool = True) -> Mirror:
+        """Open the mirror at `path`, refusing what is not one (one line each).
+
+        A sync (`create`) makes it if new and holds it for itself; a reader (a report) needs
+        it to exist and shares it, as WAL lets readers and one writer do."""
         path = Path(path)
         text = str(path)
         if text.endswith(("/", os.sep)) or path.is_dir():
@@ -138,12 +160,15 @@ class Mirror:
         if not path.parent.is_dir():
             raise MirrorError(f"--db directory {path.parent} does not exist")
         new = not path.exists()
+        if new and not create:
+            raise MirrorError(f"no mirror at --db {text}: run `omics-batch-runs sync` first")
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise MirrorError(f"cannot open --db {text}: {e.strerror}") from None
         try:
-            _lock(fd, text)
+            if create:
+                _lock(fd, text)
             db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
             try:
                 mirror = cls(path, db, fd)
@@ -270,7 +295,7 @@ class Mirror:
                         item.get("workflowId")
                         or item.get("defaultRunSetting", {}).get("workflowId"),
                         _text(item.get("createdAt") or item.get("creationTime")),
-                        orjson.dumps(item, default=str).decode() if get_batch else None,
+                        orjson.dumps(item, default=_text).decode() if get_batch else None,
                         stamp,
                         stamp,
                     )
@@ -351,6 +376,56 @@ class Mirror:
                     (next_token, token, batch_id),
                 )
         return counts
+
+    def write_executions(self, batch_id: str, items: Sequence[dict[str, Any]]) -> int:
+        """One ListRuns page: each run's execution status, beside its submission (by runId).
+        Returns how many changed. A run ListRuns no longer returns keeps what was seen."""
+        stamp = now_iso()
+        changed = 0
+        with self.transaction() as db:
+            for item in items:
+                values = (
+                    batch_id,
+                    item.get("status"),
+                    item.get("name"),
+                    item.get("workflowId"),
+                    _text(item.get("creationTime")),
+                    _text(item.get("startTime")),
+                    _text(item.get("stopTime")),
+                    orjson.dumps(item, default=_text).decode(),
+                )
+                cursor = db.execute(
+                    """
+                    INSERT INTO executions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (run_id) DO UPDATE SET
+                        status = excluded.status, start_time = excluded.start_time,
+                        stop_time = excluded.stop_time, item = excluded.item,
+                        last_changed = excluded.last_changed
+                    WHERE executions.item IS NOT excluded.item
+                    """,
+                    (item["id"], *values, stamp, stamp),
+                )
+                changed += cursor.rowcount
+        return changed
+
+    def executions_final(self, batch_id: str) -> None:
+        """Every run of the batch has ended: ListRuns need not be asked about it again."""
+        with self.transaction() as db:
+            db.execute("UPDATE batches SET executions_final = 1 WHERE id = ?", (batch_id,))
+
+    def get_batch(self, batch_id: str) -> dict[str, Any] | None:
+        """GetBatch's answer as last fetched, if ever, and whether executions are final."""
+        row = self._db.execute(
+            "SELECT get_batch, executions_final FROM batches WHERE id = ?", (batch_id,)
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        answer: dict[str, Any] = orjson.loads(row[0])
+        answer["executionsFinal"] = bool(row[1])
+        return answer
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self._db.execute(sql, params))
 
     def count_runs(self, batch_id: str | None = None) -> int:
         if batch_id is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from .errors import BatchError
 from .export import ExportProgress
+from .failures import Failure
 from .logs import json_line, redact
 from .sync import SyncResult
 
@@ -173,6 +175,7 @@ def sync_summary(result: SyncResult, p: ExportProgress, state: str) -> dict[str,
         "runs_added": result.added,
         "runs_changed": result.changed,
         "runs_mirrored": p.runs_written,
+        "execution_statuses_changed": result.executions_changed,
         "requests": result.requests,
         "requests_total": sum(result.requests.values()),
         "full_export_requests": result.export_requests,
@@ -193,6 +196,7 @@ def sync_lines(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("runs added", f"{s['runs_added']:,}"),
         ("runs changed", f"{s['runs_changed']:,}"),
         ("runs mirrored", f"{s['runs_mirrored']:,}"),
+        ("execution statuses new or changed", f"{s['execution_statuses_changed']:,}"),
         ("requests", f"{s['requests_total']:,} ({requests or 'none'})"),
         ("  a full export would send", f"{s['full_export_requests']:,}"),
         ("retries", f"{s['retries']:,} (throttled {s['throttled']:,})"),
@@ -238,3 +242,18 @@ class Report:
             self._print(json_line("error", message, batch_id=failure.batch_id, code=failure.code))
         else:
             self._print(redact(message))
+
+
+def failures_table(found: Sequence[Failure]) -> Table:
+    """Failures grouped by stage and reason, most first, with a few runSettingIds each."""
+    groups: dict[tuple[str, str], list[Failure]] = {}
+    for f in found:
+        groups.setdefault((f.stage, f.reason), []).append(f)
+    table = Table(title=f"{len(found):,} run(s) did not make it")
+    for column in ("stage", "reason", "runs", "batches", "examples"):
+        table.add_column(column, justify="right" if column in ("runs", "batches") else "left")
+    for (stage, reason), members in sorted(groups.items(), key=lambda g: -len(g[1])):
+        examples = ", ".join(f"{m.batch_id}/{m.run_setting_id}" for m in members[:3])
+        batches = len({m.batch_id for m in members})
+        table.add_row(stage, reason, f"{len(members):,}", f"{batches:,}", examples)
+    return table

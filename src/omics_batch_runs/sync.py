@@ -14,6 +14,10 @@ What decides: ListBatch (100 batches a request, with status and totalRuns) for
 and GetBatch per id. A batch in the mirror that the service no longer knows (404) stays
 in the mirror with all its rows, marked deleted.
 
+With `run_status=True`, ListRuns (with `batchId`, on its own rate controller) adds each
+submitted run's execution status; a batch whose runs had all ended when GetBatch was last
+asked (its runSummary) is not asked about again.
+
 Following (`follow=True`): until every selected batch has settled, the unsettled ones are
 polled (GetBatch, its own quota) and listed again; a batch still submitting goes on from
 the token of its last page read, not from its first page.
@@ -88,6 +92,7 @@ class SyncResult:
     export_requests: int = 0  # what a full export of the same batches would send
     settled: int = 0
     passes: int = 0
+    executions_changed: int = 0  # with run_status: execution statuses new or changed
 
 
 @dataclass(frozen=True)
@@ -109,8 +114,9 @@ class _Syncer:
     ) -> None:
         self.mirror, self.omics, self.options = mirror, omics, options
         self.progress, self.result = progress, result
-        self.list_stats, self.get_stats = FetchStats(), FetchStats()
+        self.list_stats, self.get_stats, self.runs_stats = FetchStats(), FetchStats(), FetchStats()
         self.rate = AdaptiveRate(options.max_rps)  # ListRunsInBatch's, kept across passes
+        self.described: set[str] = set()  # GetBatch answered in this sync
 
     def side(self, stats: FetchStats) -> Dispatcher:
         return Dispatcher(
@@ -149,6 +155,56 @@ class _Syncer:
                     continue
                 answer.pop("ResponseMetadata", None)
                 self.mirror.saw_batches([answer], get_batch=True)
+                self.described.add(batch_id)
+
+    async def executions(self, ids: list[str]) -> None:
+        """ListRuns for each batch whose runs have not all ended, on ListRuns' own quota."""
+        todo = []
+        for batch_id in ids:
+            known = self.mirror.get_batch(batch_id)
+            if known is None or not known["executionsFinal"]:
+                todo.append(batch_id)
+        await self.get([b for b in todo if b not in self.described])
+        rate = AdaptiveRate(self.options.max_rps)  # another API, another quota
+        batches = iter(todo)
+        with Dispatcher(
+            self.omics,
+            concurrency=self.options.concurrency,
+            rate=rate,
+            stats=self.runs_stats,
+            max_attempts=self.options.max_attempts,
+            backoff=self.options.backoff,
+        ) as lister:
+
+            async def worker() -> None:
+                for batch_id in batches:  # shared: each batch goes to one worker
+                    await self._page_executions(lister, batch_id)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(min(self.options.concurrency, len(todo))):
+                    tg.start_soon(worker)
+
+    async def _page_executions(self, lister: Dispatcher, batch_id: str) -> None:
+        answer = self.mirror.get_batch(batch_id)
+        if answer is None:
+            return  # GetBatch failed: reported already
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"batchId": batch_id, "maxResults": 100}
+            if token:
+                params["startingToken"] = token
+            try:
+                page = await lister.call("list_runs", params, f"ListRuns batch {batch_id}")
+            except (ClientError, BotoCoreError) as e:
+                self.lost(batch_id, e)
+                return
+            changed = self.mirror.write_executions(batch_id, page.get("items", ()))
+            self.result.executions_changed += changed
+            token = page.get("nextToken") or None
+            if token is None:
+                break
+        if _all_ended(answer):  # as GetBatch said before this listing: nothing moves now
+            self.mirror.executions_final(batch_id)
 
     def lost(self, batch_id: str, error: BaseException) -> None:
         """A batch the service would not describe or list: gone (404), or failed."""
@@ -252,6 +308,17 @@ class _Syncer:
             await self.list(again, fresh)
 
 
+def _all_ended(answer: dict[str, Any]) -> bool:
+    """GetBatch says every run was submitted and has ended (its counts, missing as 0)."""
+    runs, submissions = answer.get("runSummary", {}), answer.get("submissionSummary", {})
+    active = ("pendingRunCount", "startingRunCount", "runningRunCount", "stoppingRunCount")
+    return (
+        answer.get("status") in SETTLED
+        and not submissions.get("pendingStartSubmissionCount", 0)
+        and not sum(runs.get(k, 0) for k in active)
+    )
+
+
 def _matches(row: BatchRow, discover: dict[str, str]) -> bool:
     """Whether a known batch was in this ListBatch selection, as far as the mirror knows."""
     if "status" in discover:
@@ -271,6 +338,7 @@ async def sync(
     region_name: str | None = None,
     follow: bool = False,
     poll_interval: float = 5.0,
+    run_status: bool = False,
     progress: ExportProgress | None = None,
 ) -> SyncResult:
     """Bring the mirror at `db` up to date for `selection`; see the module's docstring.
@@ -292,12 +360,16 @@ async def sync(
             mirror.bind("region", omics.meta.region_name, "Region")
             syncer = _Syncer(mirror, omics, options, progress, result)
             try:
-                await _passes(syncer, selection, follow, poll_interval)
+                ids = await _passes(syncer, selection, follow, poll_interval)
+                if run_status:
+                    live = mirror.batches(ids)
+                    await syncer.executions([b for b in ids if b in live and not live[b].deleted])
             finally:
                 result.requests = {
                     "ListBatch": syncer.list_stats.requests,
                     "GetBatch": syncer.get_stats.requests,
                     "ListRunsInBatch": progress.stats.requests,
+                    "ListRuns": syncer.runs_stats.requests,
                 }
     finally:
         mirror.close()
@@ -306,7 +378,7 @@ async def sync(
 
 async def _passes(
     syncer: _Syncer, selection: Selection, follow: bool, poll_interval: float
-) -> None:
+) -> list[str]:
     result, progress, mirror = syncer.result, syncer.progress, syncer.mirror
     ids, new = await syncer.select(selection)
     progress.batches_total = result.batches = len(ids)
@@ -329,7 +401,7 @@ async def _passes(
         result.settled = progress.batches_done = len(ids) - len(unsettled)
         if not follow or not unsettled:
             progress.complete = not unsettled
-            return
+            return ids
         logger.info(
             "%d batch(es) still moving; polling again in %.0f s", len(unsettled), poll_interval
         )
