@@ -20,7 +20,7 @@ from omics_batch_runs.emulator import Dataset, Emulator, run_emulator_in_thread
 from omics_batch_runs.mirror import RUN_FIELDS, Mirror
 from omics_batch_runs.sync import Selection, SyncResult, sync
 
-from .conftest import by_key, paginate_with_boto3
+from .conftest import boto3_client, by_key, paginate_with_boto3
 
 ALL = Selection(discover={})
 
@@ -275,3 +275,41 @@ def test_the_mirror_reads_in_other_tools(tmp_path: Path, served: Emulator) -> No
         )
     failed = [r for r in listing(served) if r["submissionStatus"] == "FAILED"]
     assert sum(reasons.values()) == len(failed) > 0
+
+
+def executions(db: Path) -> dict[str, str]:
+    with sqlite3.connect(db) as c:
+        return dict(c.execute("SELECT run_id, status FROM executions").fetchall())
+
+
+def test_run_status_mirrors_listruns_and_final_batches_are_not_asked_again(
+    tmp_path: Path, served: Emulator
+) -> None:
+    db = tmp_path / "m.db"
+    result = run_sync(db, served, run_status=True)
+    client = boto3_client(served.endpoint_url)
+    expected = {
+        item["id"]: item["status"]
+        for batch_id in served.batch_ids
+        for page in client.get_paginator("list_runs").paginate(batchId=batch_id)
+        for item in page["items"]
+    }
+    assert executions(db) == expected and result.executions_changed == len(expected)
+    submitted = {r["runId"] for r in mirrored(db) if "runId" in r}
+    assert set(expected) == submitted  # every submitted run, joined by runId
+    run_sync(db, served, run_status=True)
+    assert "ListRuns" not in served.counters.requests  # every run had ended
+
+
+def test_runs_listruns_no_longer_returns_keep_their_last_status(tmp_path: Path) -> None:
+    data = Dataset(seed=24, sizes=[300], submitting=1, submit_rate=1000.0)
+    with run_emulator_in_thread(data) as emulator:
+        db = tmp_path / "m.db"
+        time.sleep(0.5)
+        run_sync(db, emulator, run_status=True)  # runs still starting and running
+        seen = executions(db)
+        assert seen and set(seen.values()) & {"PENDING", "STARTING", "RUNNING"}
+        emulator.forget_runs(emulator.batch_ids[0])
+        run_sync(db, emulator, run_status=True)
+        assert emulator.counters.requests["ListRuns"] == 1  # asked, and answered nothing
+        assert executions(db) == seen

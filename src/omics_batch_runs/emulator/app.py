@@ -214,16 +214,17 @@ class EmulatorApp:
         # The latency is the service's whole time to answer, its own work included.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.behaviour.delay()
-        if request.can_read_body:
-            request["body"] = await request.read()
-        answer = self._answer(operation, handler, request)
+        payload = await request.read() if request.can_read_body else b""
+        answer = self._answer(operation, handler, request, payload)
         if (left := deadline - loop.time()) > 0:
             await asyncio.sleep(left)
         if answer is None:
             raise _Dropped
         return answer
 
-    def _answer(self, operation: str, handler: Any, request: web.Request) -> web.Response | None:
+    def _answer(
+        self, operation: str, handler: Any, request: web.Request, payload: bytes
+    ) -> web.Response | None:
         """The response, or None for a connection to drop."""
         b = self.behaviour
         if not request.headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256 "):
@@ -243,11 +244,12 @@ class EmulatorApp:
                 return _error("InternalServerException", "An internal error occurred")
             return None
         try:
-            body: bytes = handler(request)
+            answered = handler(request, payload)
+            status, body = answered if isinstance(answered, tuple) else (200, answered)
         except ServiceError as e:
             return _error(e.code, e.message)
         return web.Response(
-            status=request.get("status", 200),
+            status=status,
             body=body,
             content_type="application/json",
             headers={"x-amzn-RequestId": str(uuid.uuid4())},
@@ -273,7 +275,7 @@ class EmulatorApp:
         except TokenError:
             raise ServiceError("ValidationException", "Invalid pagination token") from None
 
-    def list_runs(self, request: web.Request) -> bytes:
+    def list_runs(self, request: web.Request, _: bytes) -> bytes:
         batch_id = _batch_id(request)
         limit = _max_items(request)
         chosen = _one_filter(request, ("submissionStatus", "runSettingId", "runId"))
@@ -316,7 +318,7 @@ class EmulatorApp:
     def _page_bytes(self, batch: Batch, start: int, end: int, token: str | None) -> bytes:
         return _body("runs", orjson.dumps(list(self.dataset.runs(batch, start, end))), token)
 
-    def list_batch(self, request: web.Request) -> bytes:
+    def list_batch(self, request: web.Request, _: bytes) -> bytes:
         limit = _max_items(request)
         chosen = _one_filter(request, ("status", "name", "runGroupId"))
         if chosen and chosen[0] == "status" and chosen[1] not in BATCH_STATUSES:
@@ -356,7 +358,7 @@ class EmulatorApp:
         token = self._tokens.issue(scope, i) if i < len(batches) else None
         return _body("items", orjson.dumps(items), token)
 
-    def get_batch(self, request: web.Request) -> bytes:
+    def get_batch(self, request: web.Request, _: bytes) -> bytes:
         batch = self._batch(_batch_id(request))
         now = time.time()
         visible = batch.visible_runs(now)
@@ -408,7 +410,7 @@ class EmulatorApp:
             body["failureReason"] = "The batch contained no run settings"
         return orjson.dumps(body)
 
-    def list_executions(self, request: web.Request) -> bytes:
+    def list_executions(self, request: web.Request, _: bytes) -> bytes:
         """ListRuns: runs with their execution status, of one batch (`batchId`) or all."""
         raw = request.query.get("maxResults")
         limit = 100
@@ -448,10 +450,10 @@ class EmulatorApp:
         token = self._tokens.issue(scope, position) if more else None
         return _body("items", orjson.dumps(items), token)
 
-    def start_run_batch(self, request: web.Request) -> bytes:
+    def start_run_batch(self, request: web.Request, payload: bytes) -> tuple[int, bytes]:
         """StartRunBatch, validated as the service does; the same requestId, the same batch."""
         try:
-            body = orjson.loads(request.get("body") or b"{}")
+            body = orjson.loads(payload or b"{}")
         except orjson.JSONDecodeError:
             raise ServiceError("ValidationException", "Request body is not JSON") from None
         if not isinstance(body, dict):
@@ -471,9 +473,8 @@ class EmulatorApp:
         if len(set(ids)) != len(ids):
             raise ServiceError("ValidationException", "runSettingId values must be unique")
         batch = self.dataset.start(ids, default, str(body["requestId"]), body.get("batchName"))
-        request["status"] = 201
         d = self.dataset
-        return orjson.dumps(
+        return 201, orjson.dumps(
             {
                 "id": batch.id,
                 "arn": f"arn:aws:omics:{d.region}:{d.account}:runBatch/{batch.id}",
