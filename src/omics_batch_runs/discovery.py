@@ -1,4 +1,4 @@
-"""Finding batches (ListBatch) and their sizes (GetBatch), for `--all-batches` and the ETA."""
+"""Finding batches (ListBatch) and describing them (GetBatch): the calls beside the listing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from typing import Any
 
 from .dispatch import Dispatcher
 from .errors import InvalidInput
+from .options import FetchOptions
+from .rate import AdaptiveRate
 from .service import BATCH_STATUSES
+from .stats import FetchStats
 
 
 def batch_filter(
@@ -27,21 +30,41 @@ def batch_filter(
     return chosen
 
 
+def side_dispatcher(omics: Any, stats: FetchStats, options: FetchOptions) -> Dispatcher:
+    """For ListBatch, GetBatch and ListRuns, each on a quota of its own: a rate of its own."""
+    return Dispatcher(
+        omics,
+        concurrency=2,
+        rate=AdaptiveRate(),
+        stats=stats,
+        max_attempts=options.max_attempts,
+        backoff=options.backoff,
+    )
+
+
+async def pages(
+    dispatcher: Dispatcher, operation: str, params: dict[str, Any], what: str
+) -> AsyncGenerator[dict[str, Any], None]:
+    """Each answer of a paginated operation, following its nextToken to the end."""
+    token: str | None = None
+    while True:
+        asked = {**params, "startingToken": token} if token else params
+        response = await dispatcher.call(operation, asked, what)
+        yield response
+        token = response.get("nextToken") or None
+        if token is None:
+            return
+
+
 async def list_batches(
     dispatcher: Dispatcher, filters: dict[str, str]
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Every batch ListBatch knows of, page by page."""
-    token: str | None = None
-    while True:
-        params: dict[str, Any] = {"maxItems": 100, **filters}
-        if token:
-            params["startingToken"] = token
-        response = await dispatcher.call("list_batch", params, "ListBatch")
+    async for response in pages(
+        dispatcher, "list_batch", {"maxItems": 100, **filters}, "ListBatch"
+    ):
         for item in response.get("items", ()):
             yield item
-        token = response.get("nextToken") or None
-        if token is None:
-            return
 
 
 async def total_runs(dispatcher: Dispatcher, batch_id: str) -> int | None:

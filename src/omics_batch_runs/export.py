@@ -26,12 +26,10 @@ import orjson
 
 from .checkpoint import BatchState, Checkpoint, Job
 from .client import open_client
-from .discovery import list_batches, total_runs
-from .dispatch import Dispatcher
+from .discovery import list_batches, side_dispatcher, total_runs
 from .errors import BatchError
 from .options import FetchOptions
 from .paging import Page, open_pages
-from .rate import AdaptiveRate
 from .sink import JsonLinesSink, OutputRefused, open_sink
 from .stats import FetchStats
 
@@ -111,7 +109,7 @@ async def run_export(
             ids = list(source.batch_ids)
             totals: dict[str, int] = {}
             if source.discover is not None:
-                with _side_dispatcher(omics, progress.stats, options) as lister:
+                with side_dispatcher(omics, progress.stats, options) as lister:
                     async for item in list_batches(lister, source.discover):
                         ids.append(item["id"])
                         if "totalRuns" in item:
@@ -143,18 +141,6 @@ async def run_export(
     finally:
         sink.close()
     return progress
-
-
-def _side_dispatcher(omics: Any, stats: FetchStats, options: FetchOptions) -> Dispatcher:
-    """For ListBatch and GetBatch, whose quotas are their own."""
-    return Dispatcher(
-        omics,
-        concurrency=2,
-        rate=AdaptiveRate(),
-        stats=stats,
-        max_attempts=options.max_attempts,
-        backoff=options.backoff,
-    )
 
 
 async def _commit(sink: JsonLinesSink, state: Checkpoint) -> None:
@@ -268,7 +254,7 @@ async def _count_totals(
     options: FetchOptions,
 ) -> None:
     """Sum GetBatch's totalRuns (of distinct `ids`) for the ETA, on GetBatch's own quota."""
-    with _side_dispatcher(omics, FetchStats(), options) as getter:
+    with side_dispatcher(omics, FetchStats(), options) as getter:
         for batch_id in ids:
             total = totals.get(batch_id)
             if total is None:

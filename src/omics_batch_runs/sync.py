@@ -36,7 +36,7 @@ import anyio
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .client import open_client
-from .discovery import list_batches
+from .discovery import list_batches, pages, side_dispatcher
 from .dispatch import Dispatcher
 from .errors import BatchError, error_code
 from .export import ExportProgress
@@ -118,20 +118,10 @@ class _Syncer:
         self.rate = AdaptiveRate(options.max_rps)  # ListRunsInBatch's, kept across passes
         self.described: set[str] = set()  # GetBatch answered in this sync
 
-    def side(self, stats: FetchStats) -> Dispatcher:
-        return Dispatcher(
-            self.omics,
-            concurrency=2,
-            rate=AdaptiveRate(),
-            stats=stats,
-            max_attempts=self.options.max_attempts,
-            backoff=self.options.backoff,
-        )
-
     async def scan(self, discover: dict[str, str]) -> list[str]:
         """Every batch ListBatch lists (with the filter), recorded in the mirror."""
         ids: list[str] = []
-        with self.side(self.list_stats) as lister:
+        with side_dispatcher(self.omics, self.list_stats, self.options) as lister:
             page: list[dict[str, Any]] = []
             async for item in list_batches(lister, discover):
                 ids.append(item["id"])
@@ -146,7 +136,7 @@ class _Syncer:
 
     async def get(self, batch_ids: Sequence[str]) -> None:
         """GetBatch each: its status, totalRuns and settings, or that it is gone."""
-        with self.side(self.get_stats) as getter:
+        with side_dispatcher(self.omics, self.get_stats, self.options) as getter:
             for batch_id in batch_ids:
                 try:
                     answer = await getter.call("get_batch", {"batchId": batch_id}, "GetBatch")
@@ -188,21 +178,14 @@ class _Syncer:
         answer = self.mirror.get_batch(batch_id)
         if answer is None:
             return  # GetBatch failed: reported already
-        token: str | None = None
-        while True:
-            params: dict[str, Any] = {"batchId": batch_id, "maxResults": 100}
-            if token:
-                params["startingToken"] = token
-            try:
-                page = await lister.call("list_runs", params, f"ListRuns batch {batch_id}")
-            except (ClientError, BotoCoreError) as e:
-                self.lost(batch_id, e)
-                return
-            changed = self.mirror.write_executions(batch_id, page.get("items", ()))
-            self.result.executions_changed += changed
-            token = page.get("nextToken") or None
-            if token is None:
-                break
+        params = {"batchId": batch_id, "maxResults": 100}
+        try:
+            async for page in pages(lister, "list_runs", params, f"ListRuns batch {batch_id}"):
+                changed = self.mirror.write_executions(batch_id, page.get("items", ()))
+                self.result.executions_changed += changed
+        except (ClientError, BotoCoreError) as e:
+            self.lost(batch_id, e)
+            return
         if _all_ended(answer):  # as GetBatch said before this listing: nothing moves now
             self.mirror.executions_final(batch_id)
 
