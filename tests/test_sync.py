@@ -16,7 +16,7 @@ import pytest
 
 from omics_batch_runs import FetchOptions
 from omics_batch_runs.cli import main
-from omics_batch_runs.emulator import Dataset, Emulator, run_emulator_in_thread
+from omics_batch_runs.emulator import Behaviour, Dataset, Emulator, run_emulator_in_thread
 from omics_batch_runs.mirror import RUN_FIELDS, Mirror
 from omics_batch_runs.sync import Selection, SyncResult, sync
 
@@ -313,3 +313,27 @@ def test_runs_listruns_no_longer_returns_keep_their_last_status(tmp_path: Path) 
         run_sync(db, emulator, run_status=True)
         assert emulator.counters.requests["ListRuns"] == 1  # asked, and answered nothing
         assert executions(db) == seen
+
+
+def test_sigterm_exits_130_and_the_same_command_goes_on(tmp_path: Path) -> None:
+    slow = Behaviour(latency_ms=30)
+    with run_emulator_in_thread(Dataset(seed=25, runs_per_batch=1000, batches=20), slow) as emu:
+        db = tmp_path / "m.db"
+        command = [sys.executable, "-m", "omics_batch_runs", "sync", "--all-batches"]
+        command += ["--endpoint-url", emu.endpoint_url, "--db", str(db), "--concurrency", "2"]
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not (db.exists() and mirrored(db)):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 130, err
+        part = len(mirrored(db))
+        assert 0 < part < 20_000
+        emu.counters.reset()
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert emu.counters.requests["ListRunsInBatch"] < 200  # it went on, not over
+        slow.latency_ms = 0
+        assert by_key(mirrored(db)) == by_key(listing(emu))
