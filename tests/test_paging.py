@@ -209,6 +209,8 @@ async def test_on_error_receives_failures_and_nothing_is_raised(emulator: Emulat
         (emulator.batch_ids[0], "AccessDeniedException")
     ]
     assert by_key(runs) == by_key(expected_runs(emulator, emulator.batch_ids[1:]))
+    # Kept without their frames: 200,000 failed ids once held 4 GB of tracebacks.
+    assert seen[0].error.__traceback__ is None and seen[0].error.__context__ is None
 
 
 async def test_fail_fast_stops_at_the_first_failure(emulator: Emulator) -> None:

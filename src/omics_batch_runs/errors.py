@@ -38,7 +38,9 @@ class BatchError(OmicsBatchRunsError):
 
     def __init__(self, batch_id: str, error: BaseException) -> None:
         self.batch_id = batch_id
-        self.error = error
+        # Without its traceback: thousands of failed batches must not keep their frames.
+        self.error = error.with_traceback(None)
+        error.__context__ = None
         self.code = error_code(error)
         super().__init__(f"batch {batch_id}: {self.code}: {error_message(error)}")
 
