@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -44,11 +47,18 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
             "got --batch-name and --run-group-id",
         ),
         (["{id}", "--batch-status", "PROCESSED"], "need --all-batches"),
-        (["{id}", "--max-rps", "0"], "'--max-rps': 0.0 is not in the range x>0"),
+        (["{id}", "--max-rps", "0"], "'--max-rps': 0.0 is not in the range 0<x<=100000"),
         (["{id}", "--concurrency", "100000"], "not in the range 1<=x<=256"),
         (["{id}", "--bogus"], "No such option"),
         (["{id}", "--run-setting-id", ""], "--run-setting-id must not be empty"),
-        (["{id}", "--endpoint-url", "127.0.0.1:18080"], "is not a URL: give its scheme"),
+        (["{id}", "--endpoint-url", "127.0.0.1:18080"], "is not a URL (give its scheme)"),
+        (["{id}", "--endpoint-url", "http://127.0.0.1:99999"], "Port out of range"),
+        (["{id}", "--endpoint-url", "http://127.0.0.1:abc"], "is not a URL"),
+        (["{id}", "--endpoint-url", "http://[::1"], "Invalid IPv6 URL"),
+        (["{id}", "--endpoint-url", "http:// 127.0.0.1:1"], "is not a URL"),
+        (["{id}", "--endpoint-url", "http://127.0.0.1:1/ "], "it holds a space"),
+        (["{id}", "--max-rps", "inf"], "'--max-rps': inf is not in the range"),
+        (["{id}", "--region", "us east 1"], "doesn't match a supported format"),
     ],
 )
 def test_bad_input(
@@ -81,6 +91,7 @@ def test_bad_input(
         ("{tmp}/new/", "is a directory"),
         ("{tmp}/out.jsonl.zst", "zstd output is not supported"),
         ("{tmp}/ids.txt/out.jsonl", "cannot write output"),
+        ("", "-o must name a file"),
     ],
 )
 def test_bad_output(
@@ -125,7 +136,8 @@ def test_checkpoint_needs_a_file(
         ),
         ("{tmp}/same.jsonl", "{tmp}/same.jsonl", "must be different files"),
         ("{tmp}/out.jsonl", "{tmp}/no/dir/ck.json", "checkpoint directory"),
-        ("{tmp}/out.jsonl", "{tmp}", "is a directory"),
+        ("{tmp}/out.jsonl", "{tmp}", "is not a file name"),
+        ("{tmp}/out.jsonl", "{tmp}/fifo", "is not a regular file"),
         ("{tmp}/out.jsonl", "/proc/ck.json", "cannot write checkpoint /proc/ck.json"),
     ],
 )
@@ -138,12 +150,14 @@ def test_bad_checkpoint(
     message: str,
 ) -> None:
     out, ck = output.format(tmp=tmp_path), checkpoint.format(tmp=tmp_path)
+    if ck.endswith("fifo"):
+        os.mkfifo(ck)  # opening it to read would wait for a writer for ever
     argv = ["export", served.batch_ids[0], "-o", out, "--checkpoint", ck]
     code = run([*argv, "--endpoint-url", served.endpoint_url])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
     assert served.counters.requests == {}
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["fifo"])
 
 
 def test_an_endpoint_from_the_environment_needs_a_scheme_too(
@@ -199,3 +213,32 @@ def test_unknown_profile_is_one_line(
     err = capsys.readouterr().err
     assert code == 2 and "nope" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_no_region_is_one_line_and_nothing_is_created(
+    served: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    out = tmp_path / "out.jsonl"
+    code = run(
+        ["export", served.batch_ids[0], "-o", str(out), "--endpoint-url", served.endpoint_url]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "no AWS Region" in err and err.count("\n") == 1
+    assert not out.exists() and served.counters.requests == {}
+
+
+def test_a_closed_standard_output_is_refused(served: Emulator) -> None:
+    command = [sys.executable, "-m", "omics_batch_runs", "export", served.batch_ids[0]]
+    command += ["--endpoint-url", served.endpoint_url]
+    done = subprocess.run(
+        command, stderr=subprocess.PIPE, text=True, timeout=60, preexec_fn=lambda: os.close(1)
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "omics-batch-runs: error: standard output is closed; give -o PATH"
+    ]
+    assert served.counters.requests == {}

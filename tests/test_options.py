@@ -41,3 +41,19 @@ def test_request_parameters() -> None:
         "submissionStatus": "FAILED",
     }
     assert options.request("7", "tok")["startingToken"] == "tok"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_attempts": True},
+        {"max_attempts": 2.0},
+        {"max_rps": True},
+        {"max_rps": float("inf")},
+        {"max_rps": float("nan")},
+        {"backoff": float("inf")},
+    ],
+)
+def test_numbers_of_the_wrong_kind_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(InvalidInput):
+        FetchOptions(**bad)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import subprocess
 import sys
 import time
@@ -228,7 +229,7 @@ async def test_retries_exhausted_is_a_batch_failure(emulator: Emulator) -> None:
 
 
 async def test_bad_input_is_refused_before_any_request(emulator: Emulator) -> None:
-    for bad in (["1", "abc"], "123", [emulator.batch_ids[0], "1" * 19]):
+    for bad in (["1", "abc"], "123", [emulator.batch_ids[0], "1" * 19], None, 123):
         with pytest.raises(InvalidInput):
             await collect(bad, emulator)
     with pytest.raises(InvalidInput):
@@ -443,12 +444,29 @@ async def test_an_exception_in_on_error_propagates_as_itself_and_stops(slow: Emu
 
 USER_SCRIPT = """
 import asyncio, sys
+from contextlib import aclosing
 import anyio
-from omics_batch_runs import FetchStats, iter_runs
+from omics_batch_runs import FetchStats, UnsupportedEventLoop, iter_runs, open_runs
 from omics_batch_runs.emulator import Behaviour, Dataset, run_emulator_in_thread
+
+async def never_started(url, ids):
+    runs = iter_runs(ids, endpoint_url=url)
+    del runs
+    await iter_runs(ids, endpoint_url=url).aclose()
+    async with aclosing(iter_runs(ids, endpoint_url=url)):
+        pass
+    open_runs(ids, endpoint_url=url)
+
+async def under_trio(url, ids):
+    try:
+        async for _ in iter_runs(ids, endpoint_url=url):
+            pass
+    except UnsupportedEventLoop:
+        pass
 
 async def main(emulator):
     url, ids = emulator.endpoint_url, emulator.batch_ids
+    await never_started(url, ids)
     async for _ in iter_runs(ids, endpoint_url=url):
         break
     await anyio.sleep(0.2)
@@ -460,14 +478,17 @@ async def main(emulator):
 
 with run_emulator_in_thread(Dataset(seed=2, batches=40), Behaviour(latency_ms=20)) as emulator:
     anyio.run(main, emulator)
+    if "trio" in sys.argv:
+        anyio.run(under_trio, emulator.endpoint_url, emulator.batch_ids, backend="trio")
 """
 
 
 def test_no_warning_under_python_dev_mode(tmp_path: Path) -> None:
     script = tmp_path / "user.py"
     script.write_text(USER_SCRIPT)
+    trio = ["trio"] if importlib.util.find_spec("trio") else []
     done = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", str(script)],
+        [sys.executable, "-X", "dev", "-W", "error", str(script), *trio],
         capture_output=True,
         text=True,
         timeout=60,

@@ -134,6 +134,13 @@ def test_starts_at_ten_per_second_ten_at_once_and_doubles_until_throttled() -> N
     assert rate.rate == 100_000.0  # the ceiling: 10 * 2**20 would be past any quota
 
 
+def test_a_cap_holds_from_the_first_second() -> None:
+    t = 0.0
+    rate = AdaptiveRate(max_rps=1, clock=lambda: t)
+    assert rate.take() == 0.0  # one at once, not the ten of the uncapped start
+    assert rate.take() == pytest.approx(1.0)
+
+
 def test_throttles_of_requests_sent_before_a_cut_are_ignored() -> None:
     t = 0.0
     rate = AdaptiveRate(clock=lambda: t)

@@ -57,13 +57,20 @@ def test_resume_truncates_to_the_committed_size(tmp_path: Path, name: str) -> No
     assert read(path) == RUNS
 
 
-def test_a_second_writer_of_a_resumable_output_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("first", "second"), [(True, True), (True, False), (False, True)])
+def test_a_second_writer_of_an_output_file_is_refused_untouched(
+    tmp_path: Path, first: bool, second: bool
+) -> None:
+    """Resumable or not: two exports in one file would corrupt it."""
     path = str(tmp_path / "runs.jsonl")
-    first = open_sink(path, resume_at=None, checkpoint=True)
+    writing = open_sink(path, resume_at=None, checkpoint=first)
+    writing.write(RUNS)
+    anyio.run(writing.commit)
     with pytest.raises(OutputRefused, match="being written by another export"):
-        open_sink(path, resume_at=None, checkpoint=True)
-    first.close()
-    open_sink(path, resume_at=None, checkpoint=True).close()
+        open_sink(path, resume_at=None, checkpoint=second)
+    assert read(tmp_path / "runs.jsonl") == RUNS  # not truncated by the refused one
+    writing.close()
+    open_sink(path, resume_at=None, checkpoint=second).close()
 
 
 def test_an_output_shorter_than_its_checkpoint_is_refused_untouched(tmp_path: Path) -> None:

@@ -87,8 +87,10 @@ class Checkpoint:
 
     @classmethod
     def load_or_new(cls, path: Path, job: Job) -> Checkpoint:
-        if path.is_dir() or str(path).endswith(("/", os.sep)):
-            raise CheckpointError(f"checkpoint {path} is a directory; give a file name")
+        if not str(path) or path.is_dir() or str(path).endswith(("/", os.sep)):
+            raise CheckpointError(f"--checkpoint {str(path)!r} is not a file name")
+        if path.exists() and not path.is_file():  # a FIFO would block the read for ever
+            raise CheckpointError(f"--checkpoint {path} is not a regular file")
         _check_writable(path)
         try:
             raw = path.read_bytes()

@@ -21,6 +21,7 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
 )
+from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url, validate_region_name
 from rich.console import Console
 
 from . import __version__
@@ -87,10 +88,27 @@ def _endpoint_url(given: str | None) -> str | None:
                 break
     if url is None:
         return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        _fail(f"{name} {url!r} is not a URL: give its scheme, as in http://127.0.0.1:8080")
+    problem = _url_problem(url)
+    if problem:
+        _fail(f"{name} {url!r} is not a URL ({problem}), such as http://127.0.0.1:8080")
     return url
+
+
+def _url_problem(url: str) -> str | None:
+    """What is wrong with an endpoint URL, as botocore would find it only when sending."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # out of range or not a number: ValueError
+    except ValueError as e:
+        return str(e)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "give its scheme"
+    if any(c.isspace() for c in url):
+        return "it holds a space"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "give no path"
+    host_ok = is_valid_endpoint_url(url) or is_valid_ipv6_endpoint_url(url)
+    return None if host_ok and port != 0 else "not a valid host and port"
 
 
 RUN_FILTERS = ("--submission-status", "--run-setting-id", "--run-id")
@@ -115,7 +133,7 @@ _SHARED = (
     ),
     click.option(
         "--max-rps",
-        type=click.FloatRange(min=0, min_open=True),
+        type=click.FloatRange(min=0, min_open=True, max=100_000),
         help="Never exceed this many requests/s (leave quota to other tools).",
     ),
     click.option(
@@ -242,13 +260,19 @@ def export(**kw: Any) -> None:
 
 
 async def _session(kw: dict[str, Any]) -> AioSession:
+    """The session, with credentials and a valid Region, or one line and exit 2."""
     try:
         session = AioSession(profile=kw["profile"])
         if kw["emulator"]:
             session.set_credentials("emulator", "emulator")
+            kw["region"] = kw["region"] or "us-east-1"
         elif await session.get_credentials() is None:
             _fail("no AWS credentials found: set AWS_PROFILE, --profile or AWS_* variables")
-    except BotoCoreError as e:  # an unknown profile, a broken config file...
+        region = kw["region"] or session.get_config_variable("region")
+        if not region:
+            _fail("no AWS Region: give --region, or set AWS_REGION or the profile's region")
+        validate_region_name(region)
+    except BotoCoreError as e:  # an unknown profile, a broken config file, a bad Region...
         _fail(redact(str(e)))
     return session
 
@@ -280,7 +304,7 @@ async def _export(
                 progress=progress,
                 session=session,
                 endpoint_url=endpoint,
-                region_name=kw["region"] or ("us-east-1" if kw["emulator"] else None),
+                region_name=kw["region"],
                 want_totals=counting_totals,
                 prepared=prepared,
             )
@@ -394,7 +418,7 @@ async def _sync(
                     options,
                     session=session,
                     endpoint_url=endpoint,
-                    region_name=kw["region"] or ("us-east-1" if kw["emulator"] else None),
+                    region_name=kw["region"],
                     follow=kw["follow"],
                     poll_interval=kw["poll_interval"],
                     run_status=kw["run_status"],
@@ -646,10 +670,14 @@ def emulator(**kw: Any) -> None:
 
 
 def _wants_json(args: list[str]) -> bool:
-    return any(
-        a == "--log-format=json" or (a == "--log-format" and args[i + 1 : i + 2] == ["json"])
-        for i, a in enumerate(args)
-    )
+    """Whether the last --log-format given is json (as click takes the last one)."""
+    chosen = None
+    for i, a in enumerate(args):
+        if a.startswith("--log-format="):
+            chosen = a.partition("=")[2]
+        elif a == "--log-format":
+            chosen = next(iter(args[i + 1 : i + 2]), None)
+    return chosen == "json"
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,10 @@ def check_batch_id(value: object) -> str:
     ):
         raise InvalidInput(f"invalid batch id {value!r}: expected 1 to 18 digits")
     return text
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -56,10 +61,14 @@ class FetchOptions:
             value = getattr(self, name)
             if value is not None and not value:
                 raise InvalidInput(f"{name.replace('_', ' ')} must not be empty")
-        if self.max_rps is not None and not self.max_rps > 0:
-            raise InvalidInput(f"max rps must be positive, not {self.max_rps}")
-        if not self.backoff >= 0:
-            raise InvalidInput(f"backoff must not be negative, not {self.backoff}")
+        if self.max_rps is not None and (
+            not _number(self.max_rps) or not 0 < self.max_rps < math.inf
+        ):
+            raise InvalidInput(f"max rps must be a positive number, not {self.max_rps!r}")
+        if not _number(self.backoff) or not 0 <= self.backoff < math.inf:
+            raise InvalidInput(f"backoff must be a number of seconds, not {self.backoff!r}")
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise InvalidInput(f"max attempts must be an integer, not {self.max_attempts!r}")
         if self.max_attempts < 1:
             raise InvalidInput(f"max attempts must be at least 1, not {self.max_attempts}")
 

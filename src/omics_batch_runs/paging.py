@@ -38,6 +38,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 import anyio
 import anyio.lowlevel
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .client import open_client
@@ -126,8 +127,10 @@ class PageStream:
         start_tokens: Mapping[str, str] | None = None,
     ) -> None:
         self.options = options if options is not None else FetchOptions()
-        if isinstance(batch_ids, (str, bytes)):
-            raise InvalidInput("batch_ids must be an iterable of ids, not a single string")
+        if isinstance(batch_ids, (str, bytes)) or not isinstance(
+            batch_ids, (Iterable, AsyncIterable)
+        ):
+            raise InvalidInput(f"batch_ids must be an iterable of ids, not {batch_ids!r:.40}")
         if isinstance(batch_ids, Sequence):
             batch_ids = [check_batch_id(b) for b in batch_ids]  # all checked before any request
         if client is not None:
@@ -145,9 +148,9 @@ class PageStream:
         self._on_error = on_error
         self._resume = dict(start_tokens or {})
         self._failures: list[BatchError] = []
-        self._send, self._receive = anyio.create_memory_object_stream[Page | BatchError | _Crash](
-            self.options.concurrency
-        )
+        # Made on entry, not here: a stream never entered holds nothing to close.
+        self._send: MemoryObjectSendStream[Page | BatchError | _Crash] | None = None
+        self._receive: MemoryObjectReceiveStream[Page | BatchError | _Crash] | None = None
         self._scope: anyio.CancelScope | None = None
         self._runner: asyncio.Task[None] | None = None
         self._stopped = False
@@ -156,8 +159,13 @@ class PageStream:
         loop = _running_loop()
         if self._runner is not None or self._stopped:
             raise RuntimeError("a PageStream can be entered once")
+        self._send, self._receive = anyio.create_memory_object_stream[Page | BatchError | _Crash](
+            self.options.concurrency
+        )
         self._scope = anyio.CancelScope()
-        self._runner = loop.create_task(self._run(self._scope), name="omics-batch-runs fetch")
+        self._runner = loop.create_task(
+            self._run(self._scope, self._send), name="omics-batch-runs fetch"
+        )
         return self
 
     async def __aexit__(
@@ -173,7 +181,8 @@ class PageStream:
         self._stopped = True
         if self._scope is not None:
             self._scope.cancel()
-        self._receive.close()
+        if self._receive is not None:
+            self._receive.close()
 
     async def aclose(self) -> None:
         """Stop, and wait until the fetch's tasks have ended and its client is closed."""
@@ -187,7 +196,7 @@ class PageStream:
         return self
 
     async def __anext__(self) -> Page:
-        if self._runner is None:
+        if self._receive is None:
             raise RuntimeError("use the stream inside `async with`")
         while True:
             try:
@@ -209,8 +218,10 @@ class PageStream:
             else:
                 self._failures.append(item)
 
-    async def _run(self, scope: anyio.CancelScope) -> None:
-        async with self._send:  # closed at the end: the reader then sees the end of the stream
+    async def _run(
+        self, scope: anyio.CancelScope, send: MemoryObjectSendStream[Page | BatchError | _Crash]
+    ) -> None:
+        async with send:  # closed at the end: the reader then sees the end of the stream
             try:
                 async with open_client(**self._client_args) as omics:
                     # The client is opened and closed outside the scope `stop` cancels, so
@@ -226,13 +237,14 @@ class PageStream:
                             backoff=self.options.backoff,
                         ) as dispatcher,
                     ):
-                        await self._work(dispatcher)
+                        await self._work(dispatcher, send)
             except Exception as exc:  # an error of the whole fetch: the reader raises it
                 with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    await self._send.send(_Crash(exc))  # unless nobody is reading any more
+                    await send.send(_Crash(exc))  # unless nobody is reading any more
 
-    async def _work(self, dispatcher: Dispatcher) -> None:
-        out = self._send
+    async def _work(
+        self, dispatcher: Dispatcher, out: MemoryObjectSendStream[Page | BatchError | _Crash]
+    ) -> None:
         ids_out, ids_in = anyio.create_memory_object_stream[str](0)
         workers = 2 * self.options.concurrency  # spares: batches backing off leave no slot idle
         if isinstance(self._ids, Sequence):

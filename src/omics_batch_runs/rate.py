@@ -62,7 +62,8 @@ class AdaptiveRate:
         self._cut_at: float | None = None  # None: nothing sent yet
         self._measured_at: float | None = None  # None: never throttled
         self._stamp = 0.0
-        self._tokens = _START_CREDIT
+        # A cap is a cap from the first second: then one request at once, not ten.
+        self._tokens = _START_CREDIT if max_rps is None else min(_START_CREDIT, 1.0)
         self._successes: deque[float] = deque()
         self._sends: deque[float] = deque()
 

@@ -102,15 +102,19 @@ class JsonLinesSink:
 def open_sink(output: str, *, resume_at: int | None, checkpoint: bool) -> JsonLinesSink:
     """Open `output` ('-' is stdout) for an export; raises OutputRefused if it cannot serve.
 
-    With a checkpoint, the file is locked (a second export on it is refused) and truncated
-    to `resume_at`; it must be a regular file, the only kind that can be truncated.
+    A regular file is locked (a second export on it is refused) and truncated to
+    `resume_at` (0 if new); with a checkpoint, it must be one: only a file can be truncated.
     """
     if output == "-":
         if checkpoint:
             raise OutputRefused("--checkpoint needs an output file (-o PATH): stdout cannot resume")
+        if sys.stdout is None:
+            raise OutputRefused("standard output is closed; give -o PATH")
         return JsonLinesSink(
             sys.stdout.buffer, "standard output", gzip=False, durable=False, owned=False
         )
+    if not output:
+        raise OutputRefused("-o must name a file, or - for standard output")
     if output.endswith(("/", os.sep)) or Path(output).is_dir():
         raise OutputRefused(f"output {output} is a directory; give a file name")
     path = Path(output)
@@ -119,28 +123,28 @@ def open_sink(output: str, *, resume_at: int | None, checkpoint: bool) -> JsonLi
         raise OutputRefused("zstd output is not supported; use .gz or plain .jsonl")
     if resume_at is not None and not path.exists():
         raise OutputRefused(f"the checkpoint has lines in {output}, which is gone")
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if not checkpoint else 0)
     try:
-        fd = os.open(path, flags, 0o666)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)  # truncated once it is ours
     except OSError as e:
         raise OutputRefused(f"cannot write output {output}: {_reason(e)}") from None
     file = os.fdopen(fd, "wb")
     regular = stat.S_ISREG(os.fstat(fd).st_mode)
-    if checkpoint:
-        try:
-            _take_over(file, output, regular, resume_at or 0)
-        except BaseException:
-            file.close()
-            raise
+    try:
+        if checkpoint and not regular:
+            raise OutputRefused(
+                f"--checkpoint needs a regular output file; {output} cannot be truncated"
+            )
+        if regular:
+            _take_over(file, output, resume_at or 0)
+    except BaseException:
+        file.close()
+        raise
     return JsonLinesSink(file, output, gzip=suffix == ".gz", durable=checkpoint and regular)
 
 
-def _take_over(file: BinaryIO, output: str, regular: bool, offset: int) -> None:
-    """Lock a resumable output and cut it back to its committed size."""
-    if not regular:
-        raise OutputRefused(
-            f"--checkpoint needs a regular output file; {output} cannot be truncated"
-        )
+def _take_over(file: BinaryIO, output: str, offset: int) -> None:
+    """Lock an output file (a second export on it is refused, resumable or not) and cut it
+    back to its committed size (0 for a new export)."""
     try:
         fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
