@@ -127,9 +127,8 @@ async def omics_batch_runs_sync(url: str, ids: list[str], concurrency: int) -> R
     """This project's first sync, into a new mirror: the export's work plus SQLite."""
     import tempfile
 
-    from omics_batch_runs import FetchOptions
+    from omics_batch_runs import FetchOptions, Selection, sync
     from omics_batch_runs.export import ExportProgress
-    from omics_batch_runs.sync import Selection, sync
 
     progress = ExportProgress()
     with tempfile.TemporaryDirectory() as tmp:

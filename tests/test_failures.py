@@ -10,10 +10,10 @@ import anyio
 import orjson
 import pytest
 
+from omics_batch_runs import Selection, sync
 from omics_batch_runs.cli import main
 from omics_batch_runs.emulator import Emulator
 from omics_batch_runs.failures import as_csv, failures
-from omics_batch_runs.sync import Selection, sync
 
 from .conftest import boto3_client, paginate_with_boto3
 

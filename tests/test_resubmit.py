@@ -13,10 +13,10 @@ from typing import Any
 import anyio
 import pytest
 
+from omics_batch_runs import Selection, sync
 from omics_batch_runs.cli import main
 from omics_batch_runs.emulator import Emulator
 from omics_batch_runs.failures import failures
-from omics_batch_runs.sync import Selection, sync
 
 from .conftest import boto3_client, paginate_with_boto3
 

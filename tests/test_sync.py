@@ -14,11 +14,10 @@ from typing import Any
 import anyio
 import pytest
 
-from omics_batch_runs import FetchOptions
+from omics_batch_runs import FetchOptions, Selection, SyncResult, sync
 from omics_batch_runs.cli import main
 from omics_batch_runs.emulator import Behaviour, Dataset, Emulator, run_emulator_in_thread
 from omics_batch_runs.mirror import RUN_FIELDS, Mirror
-from omics_batch_runs.sync import Selection, SyncResult, sync
 
 from .conftest import boto3_client, by_key, paginate_with_boto3
 

@@ -12,11 +12,11 @@ from .errors import (
     UnsupportedEventLoop,
 )
 from .mirror import MirrorError
-from .options import FetchOptions
+from .options import FetchOptions, Selection
 from .paging import Page, PageStream, RunStream, iter_pages, iter_runs, open_pages, open_runs
 from .rate import AdaptiveRate
 from .stats import FetchStats
-from .sync import Selection, SyncResult, sync
+from .sync import SyncResult, sync
 
 __version__ = _version("omics-batch-runs")
 logging.getLogger(__name__).addHandler(logging.NullHandler())

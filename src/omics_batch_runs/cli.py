@@ -28,16 +28,16 @@ from . import __version__
 from .checkpoint import CheckpointError, CheckpointWriteError
 from .discovery import batch_filter
 from .errors import BatchError, InvalidInput, error_code, error_message
-from .export import ExportProgress, Source, prepare, run_export
+from .export import ExportProgress, prepare, run_export
 from .failures import as_csv, failures
 from .logs import json_line, redact, setup_logging
 from .mirror import MirrorError
-from .options import FetchOptions, check_batch_id
+from .options import FetchOptions, Selection, check_batch_id
 from .progress import LiveProgress, Report, failures_table, summary, sync_summary
 from .resubmit import read_settings, resubmission
 from .service import BATCH_STATUSES, FAILURE_REASONS, SUBMISSION_STATUSES
 from .sink import OutputClosed, OutputError, OutputRefused
-from .sync import Selection, SyncResult, sync
+from .sync import SyncResult, sync
 
 EXIT_OK, EXIT_FAILED_BATCHES, EXIT_USAGE, EXIT_OUTPUT, EXIT_SERVICE = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
@@ -254,7 +254,7 @@ def export(**kw: Any) -> None:
         max_attempts=kw["max_attempts"],
     )
     report, show = _stderr(kw)
-    source = Source(tuple(ids), discover)
+    source = Selection(tuple(ids), discover)
     code = anyio.run(_export, source, options, endpoint, kw, report, show)
     sys.exit(code)
 
@@ -278,7 +278,7 @@ async def _session(kw: dict[str, Any]) -> AioSession:
 
 
 async def _export(
-    source: Source,
+    source: Selection,
     options: FetchOptions,
     endpoint_url: str | None,
     kw: dict[str, Any],

@@ -16,7 +16,7 @@ import gzip
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from .checkpoint import BatchState, Checkpoint, Job
 from .client import open_client
 from .discovery import list_batches, side_dispatcher, total_runs
 from .errors import BatchError
-from .options import FetchOptions
+from .options import FetchOptions, Selection
 from .paging import Page, open_pages
 from .sink import JsonLinesSink, OutputRefused, open_sink
 from .stats import FetchStats
@@ -53,16 +53,8 @@ class ExportProgress:
     complete: bool = False
 
 
-@dataclass(frozen=True)
-class Source:
-    """Which batches: these ids, or (if `discover` is set) every batch ListBatch lists."""
-
-    batch_ids: Sequence[str] = ()
-    discover: dict[str, str] | None = None
-
-
 def prepare(
-    source: Source, options: FetchOptions, output: str, checkpoint: Path | None
+    source: Selection, options: FetchOptions, output: str, checkpoint: Path | None
 ) -> tuple[Checkpoint, JsonLinesSink]:
     """Check the checkpoint and open the output, before any request; raises if either fails."""
     filters = {k: v for k, v in options.filters().items() if v is not None}
@@ -79,7 +71,7 @@ def prepare(
 
 
 async def run_export(
-    source: Source,
+    source: Selection,
     options: FetchOptions,
     output: str = "-",
     *,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,3 +87,12 @@ class FetchOptions:
         if token:
             params["startingToken"] = token
         return params
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which batches: these ids, or (`discover` set) every batch ListBatch lists, with
+    ListBatch's filter (`{}`: none)."""
+
+    batch_ids: Sequence[str] = ()
+    discover: dict[str, str] | None = None

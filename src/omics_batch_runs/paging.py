@@ -149,7 +149,6 @@ class PageStream:
         self._resume = dict(start_tokens or {})
         self._failures: list[BatchError] = []
         # Made on entry, not here: a stream never entered holds nothing to close.
-        self._send: MemoryObjectSendStream[Page | BatchError | _Crash] | None = None
         self._receive: MemoryObjectReceiveStream[Page | BatchError | _Crash] | None = None
         self._scope: anyio.CancelScope | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -159,13 +158,11 @@ class PageStream:
         loop = _running_loop()
         if self._runner is not None or self._stopped:
             raise RuntimeError("a PageStream can be entered once")
-        self._send, self._receive = anyio.create_memory_object_stream[Page | BatchError | _Crash](
+        send, self._receive = anyio.create_memory_object_stream[Page | BatchError | _Crash](
             self.options.concurrency
         )
         self._scope = anyio.CancelScope()
-        self._runner = loop.create_task(
-            self._run(self._scope, self._send), name="omics-batch-runs fetch"
-        )
+        self._runner = loop.create_task(self._run(self._scope, send), name="omics-batch-runs fetch")
         return self
 
     async def __aexit__(

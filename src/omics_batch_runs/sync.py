@@ -41,7 +41,7 @@ from .dispatch import Dispatcher
 from .errors import BatchError, error_code
 from .export import ExportProgress
 from .mirror import BatchRow, Mirror
-from .options import FetchOptions
+from .options import FetchOptions, Selection
 from .paging import open_pages
 from .rate import AdaptiveRate
 from .stats import FetchStats
@@ -93,14 +93,6 @@ class SyncResult:
     settled: int = 0
     passes: int = 0
     executions_changed: int = 0  # with run_status: execution statuses new or changed
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which batches: these ids, or every batch ListBatch lists (with its filter)."""
-
-    batch_ids: Sequence[str] = ()
-    discover: dict[str, str] | None = None
 
 
 class _Syncer:
