@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import orjson
 
 from .checkpoint import BatchState, Checkpoint, Job
@@ -168,9 +169,10 @@ class _Pump:
         tokens = {b: s.token for b, s in batches.items() if s.token}
         # A batch part-written with no token left (it was restarted) skips what it holds.
         partial = {b for b, s in batches.items() if s.lines and not s.token}
-        if partial:
+        skip: dict[str, set[str]] = {}
+        if partial:  # read back off the event loop: the output may be large
             await _commit(self.sink, self.state)
-        skip = _written(self.sink.name, partial) if partial else {}
+            skip = await anyio.to_thread.run_sync(_written, self.sink.name, partial)
         again: list[str] = []
 
         def on_error(error: BatchError) -> None:
