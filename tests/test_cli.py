@@ -57,6 +57,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["{id}", "--endpoint-url", "http://[::1"], "Invalid IPv6 URL"),
         (["{id}", "--endpoint-url", "http:// 127.0.0.1:1"], "is not a URL"),
         (["{id}", "--endpoint-url", "http://127.0.0.1:1/ "], "it holds a space"),
+        (["{id}", "--endpoint-url", "http://u:pw@127.0.0.1:1"], "no user or password in it"),
         (["{id}", "--max-rps", "inf"], "'--max-rps': inf is not in the range"),
         (["{id}", "--region", "us east 1"], "doesn't match a supported format"),
     ],
@@ -78,7 +79,7 @@ def test_bad_input(
     assert code == 2
     assert message in err
     assert err.count("\n") == 1 and err.startswith("omics-batch-runs: error: ")
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "pw@" not in err
     assert not out.exists()
     assert served.counters.requests == {}
 

@@ -140,6 +140,7 @@ def test_choosing_by_reason_and_adding_run_failures(
         ({"not": "a list"}, "is not a list of run settings"),
         ([{"name": "no id"}], "is not a list of run settings"),
         ([{"runSettingId": "sample-999999"}], "the settings file lacks runSettingId"),
+        ([{"runSettingId": "a"}, {"runSettingId": "a"}], "lists runSettingId a twice"),
     ],
 )
 def test_a_settings_file_that_does_not_fit_writes_nothing(
@@ -157,3 +158,49 @@ def test_a_settings_file_that_does_not_fit_writes_nothing(
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_the_original_settings_are_never_overwritten(
+    mirror: Path, served: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch_id = batch_with_failures(served, most=100)
+    settings = write(tmp_path, "settings.json", original_settings(served, batch_id))
+    before = settings.read_bytes()
+    argv = ["resubmit", "--db", str(mirror), "--batch", batch_id, "--settings", str(settings)]
+    assert run([*argv, "-o", str(settings)]) == 2
+    assert run([*argv, "-o", str(tmp_path / "settings.json.json")]) == 0  # beside: fine
+    assert "would overwrite --settings" in capsys.readouterr().err
+    assert settings.read_bytes() == before
+
+
+def test_corrected_settings_are_a_new_request(
+    mirror: Path, served: Emulator, tmp_path: Path
+) -> None:
+    batch_id = batch_with_failures(served, most=100)
+    settings = original_settings(served, batch_id)
+    argv = ["resubmit", "--db", str(mirror), "--batch", batch_id, "-o", str(tmp_path / "r.json")]
+    assert run([*argv, "--settings", str(write(tmp_path, "a.json", settings))]) == 0
+    first = json.loads((tmp_path / "r.json").read_text())["requestId"]
+    for entry in settings:
+        entry["parameters"]["bam"] += ".fixed"
+    assert run([*argv, "--settings", str(write(tmp_path, "b.json", settings))]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["requestId"] != first
+
+
+def test_a_mirror_of_all_batches_keeps_what_a_resubmission_needs(
+    tmp_path: Path, served: Emulator
+) -> None:
+    """ListBatch alone says nothing of a batch's settings: batches with failed submissions
+    are described (GetBatch) once listed, so that they can be resubmitted, even deleted."""
+    db = tmp_path / "m.db"
+    anyio.run(lambda: sync(db, Selection(discover={}), endpoint_url=served.endpoint_url))
+    batch_id = batch_with_failures(served, most=100)
+    served.delete_batch(batch_id)
+    settings = write(tmp_path, "s.json", original_settings_of(served, batch_id))
+    argv = ["resubmit", "--db", str(db), "--batch", batch_id, "--settings", str(settings)]
+    assert run([*argv, "-o", str(tmp_path / "r.json")]) == 0
+
+
+def original_settings_of(emulator: Emulator, batch_id: str) -> list[dict[str, Any]]:
+    batch = emulator.app.dataset._by_id[batch_id]  # deleted upstream: read the emulator's data
+    return [{"runSettingId": r["runSettingId"]} for r in emulator.dataset.runs(batch)]

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from omics_batch_runs import FetchOptions, Selection, SyncResult, sync
+from omics_batch_runs import FetchOptions, InvalidInput, Selection, SyncResult, sync
 from omics_batch_runs.cli import main
 from omics_batch_runs.emulator import Behaviour, Dataset, Emulator, run_emulator_in_thread
 from omics_batch_runs.mirror import RUN_FIELDS, Mirror
@@ -336,3 +336,41 @@ def test_sigterm_exits_130_and_the_same_command_goes_on(tmp_path: Path) -> None:
         assert emu.counters.requests["ListRunsInBatch"] < 200  # it went on, not over
         slow.latency_ms = 0
         assert by_key(mirrored(db)) == by_key(listing(emu))
+
+
+def test_a_batch_gone_upstream_stays_quietly_in_a_sync_of_explicit_ids(
+    tmp_path: Path, served: Emulator
+) -> None:
+    db, now = tmp_path / "m.db", time.time()
+    gone = next(b.id for b in served.dataset.batches if b.status(now) == "PROCESSED")
+    ids = Selection([gone, served.batch_ids[0]])
+    run_sync(db, served, ids)
+    served.delete_batch(gone)
+    for _ in range(2):  # the night it goes, and every night after
+        result = run_sync(db, served, ids)
+        assert result.failed == [] and deleted(db) == {gone}
+
+
+@pytest.mark.parametrize(
+    ("selection", "options", "message"),
+    [
+        (Selection(["abc"]), None, "invalid batch id 'abc'"),
+        (Selection(["1"], discover={}), None, "not both"),
+        (ALL, FetchOptions(submission_status="FAILED"), "no run filter"),
+    ],
+)
+def test_the_library_refuses_bad_input_before_any_request(
+    tmp_path: Path,
+    served: Emulator,
+    selection: Selection,
+    options: FetchOptions | None,
+    message: str,
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        run_sync(tmp_path / "m.db", served, selection, options=options)
+    assert served.counters.requests == {} and not (tmp_path / "m.db").exists()
+
+
+def test_ids_may_be_ints_as_for_iter_runs(tmp_path: Path, served: Emulator) -> None:
+    result = run_sync(tmp_path / "m.db", served, Selection([int(served.batch_ids[1])]))
+    assert result.listed == 1 and not result.failed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -90,7 +91,8 @@ def _endpoint_url(given: str | None) -> str | None:
         return None
     problem = _url_problem(url)
     if problem:
-        _fail(f"{name} {url!r} is not a URL ({problem}), such as http://127.0.0.1:8080")
+        shown = re.sub(r"//[^/@]*@", "//[redacted]@", url)  # a password stays out of the line
+        _fail(f"{name} {shown!r} is not a URL ({problem}), such as http://127.0.0.1:8080")
     return url
 
 
@@ -103,6 +105,8 @@ def _url_problem(url: str) -> str | None:
         return str(e)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return "give its scheme"
+    if parts.username or parts.password:
+        return "no user or password in it"
     if any(c.isspace() for c in url):
         return "it holds a space"
     if parts.path not in ("", "/") or parts.query or parts.fragment:
@@ -549,6 +553,9 @@ def resubmit_command(**kw: Any) -> None:
     output: Path = kw["output"]
     if output.is_dir() or not output.parent.is_dir():
         _fail(f"-o {output}: not a file in an existing directory")
+    settings_file = output.with_name(output.stem + ".settings.json")
+    if kw["settings"].resolve() in (output.resolve(), settings_file.resolve()):
+        _fail(f"-o {output} would overwrite --settings {kw['settings']}; write elsewhere")
     settings = read_settings(kw["settings"])
     try:
         plan = resubmission(
@@ -563,7 +570,7 @@ def resubmit_command(**kw: Any) -> None:
         _fail(str(e))
     files: dict[Path, Any] = {output: plan.request}
     if plan.s3_settings is not None:
-        files[output.with_name(output.stem + ".settings.json")] = plan.s3_settings
+        files[settings_file] = plan.s3_settings
     for path, data in files.items():  # written whole or not at all
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
@@ -574,7 +581,6 @@ def resubmit_command(**kw: Any) -> None:
         err=True,
     )
     if plan.s3_settings is not None:
-        settings_file = output.with_name(output.stem + ".settings.json")
         click.echo(
             f"upload {settings_file} to {kw['settings_uri']} first "
             f"(aws s3 cp {settings_file} {kw['settings_uri']})",

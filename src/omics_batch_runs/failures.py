@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .errors import InvalidInput
 from .mirror import Mirror
 
 RUN_FAILURES = ("FAILED", "CANCELLED")  # execution statuses that mean the run did not make it
@@ -39,6 +40,10 @@ def failures(db: str | Path, batch_ids: Sequence[str] = (), *, runs: bool = True
         if batch_ids:
             where = f"AND r.batch_id IN ({','.join('?' * len(batch_ids))})"
             params = tuple(batch_ids)
+            known = set(mirror.batches(batch_ids))
+            missing = [b for b in batch_ids if b not in known]
+            if missing:
+                raise InvalidInput(f"batch {', '.join(missing)} is not in the mirror: sync it")
         rows = mirror.query(
             f"""
             SELECT r.batch_id, r.run_setting_id, r.run_id, r.submission_status,

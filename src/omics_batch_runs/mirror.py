@@ -198,6 +198,8 @@ class Mirror:
             version = self.meta("schema_version")
         except sqlite3.DatabaseError as e:
             raise MirrorError(f"--db {self.path} is not a mirror database ({e})") from None
+        if version is None:
+            raise MirrorError(f"--db {self.path} is not a mirror database (no schema version)")
         if version != str(SCHEMA_VERSION):
             raise MirrorError(
                 f"--db {self.path} has schema version {version}; this program knows "

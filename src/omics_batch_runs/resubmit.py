@@ -61,7 +61,7 @@ class Resubmission:
 def read_settings(path: str | Path) -> list[dict[str, Any]]:
     """The original per-run settings: the JSON list given as inlineSettings or on S3."""
     try:
-        data = orjson.loads(Path(path).read_bytes())
+        data = orjson.loads(Path(path).read_bytes().removeprefix(b"\xef\xbb\xbf"))
     except OSError as e:
         raise InvalidInput(f"cannot read --settings {path}: {e.strerror}") from None
     except orjson.JSONDecodeError:
@@ -74,6 +74,13 @@ def read_settings(path: str | Path) -> list[dict[str, Any]]:
         raise InvalidInput(
             f"--settings {path} is not a list of run settings (objects with a runSettingId)"
         )
+    seen: set[str] = set()
+    for entry in data:
+        if entry["runSettingId"] in seen:
+            raise InvalidInput(
+                f"--settings {path} lists runSettingId {entry['runSettingId']} twice"
+            )
+        seen.add(entry["runSettingId"])
     return data
 
 
@@ -97,10 +104,16 @@ def resubmission(
     try:
         answer = mirror.get_batch(batch_id)
         known = mirror.query("SELECT name FROM batches WHERE id = ?", (batch_id,))
+        statuses = mirror.query("SELECT count(*) FROM executions WHERE batch_id = ?", (batch_id,))
     finally:
         mirror.close()
     if not known:
         raise InvalidInput(f"batch {batch_id} is not in the mirror: sync it first")
+    if include_run_failures and not statuses[0][0]:
+        raise InvalidInput(
+            f"the mirror has no execution status for batch {batch_id}: "
+            "run `omics-batch-runs sync --run-status` first"
+        )
     if answer is None or "defaultRunSetting" not in answer:
         raise InvalidInput(
             f"the mirror has no GetBatch answer for batch {batch_id}: "
@@ -128,16 +141,20 @@ def resubmission(
             f"{len(entries)} runs to submit, more than the {INLINE_LIMIT} StartRunBatch takes "
             "inline: give --settings-uri s3://... for the settings file"
         )
-    if settings_uri is not None and not settings_uri.startswith("s3://"):
-        raise InvalidInput(f"--settings-uri {settings_uri!r} is not an s3:// URI")
-    digest = hashlib.sha256(orjson.dumps([batch_id, sorted(wanted)])).hexdigest()
+    bucket, _, key = (settings_uri or "").removeprefix("s3://").partition("/")
+    if settings_uri is not None and (not settings_uri.startswith("s3://") or not bucket or not key):
+        raise InvalidInput(f"--settings-uri {settings_uri!r} is not an s3://bucket/key URI")
+    # Derived from the batch and the chosen runs' settings: the same input, the same batch;
+    # a run whose settings were corrected since is a new request.
+    digest = hashlib.sha256(orjson.dumps([batch_id, entries], option=orjson.OPT_SORT_KEYS))
+    digest_text = digest.hexdigest()
     default = {
         k: v for k, v in answer["defaultRunSetting"].items() if k in DEFAULT_RUN_SETTING_FIELDS
     }
     inline = settings_uri is None
     request: dict[str, Any] = {
         "batchName": f"retry-of-{batch_id}",
-        "requestId": f"omics-batch-runs-{digest[:32]}",
+        "requestId": f"omics-batch-runs-{digest_text[:32]}",
         "defaultRunSetting": default,
         "batchRunSettings": {"inlineSettings": entries}
         if inline

@@ -38,10 +38,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .client import open_client
 from .discovery import list_batches, pages, side_dispatcher
 from .dispatch import Dispatcher
-from .errors import BatchError, error_code
+from .errors import BatchError, InvalidInput, error_code
 from .export import ExportProgress
 from .mirror import BatchRow, Mirror
-from .options import FetchOptions, Selection
+from .options import FetchOptions, Selection, check_batch_id
 from .paging import open_pages
 from .rate import AdaptiveRate
 from .stats import FetchStats
@@ -181,6 +181,20 @@ class _Syncer:
         if _all_ended(answer):  # as GetBatch said before this listing: nothing moves now
             self.mirror.executions_final(batch_id)
 
+    def undescribed_with_failures(self, batch_ids: Sequence[str]) -> list[str]:
+        """Batches just listed, with failed submissions, whose settings the mirror lacks: a
+        resubmission needs their defaultRunSetting, and after DeleteBatch it is gone."""
+        if not batch_ids:
+            return []
+        marks = ",".join("?" * len(batch_ids))
+        rows = self.mirror.query(
+            f"SELECT DISTINCT r.batch_id FROM runs r JOIN batches b ON b.id = r.batch_id "
+            f"WHERE r.batch_id IN ({marks}) AND r.submission_status = 'FAILED' "
+            f"AND b.get_batch IS NULL AND b.deleted = 0",
+            tuple(batch_ids),
+        )
+        return [b for (b,) in rows if b not in self.described]
+
     def lost(self, batch_id: str, error: BaseException) -> None:
         """A batch the service would not describe or list: gone (404), or failed."""
         if error_code(error) == "ResourceNotFoundException" and self.mirror.mark_deleted(batch_id):
@@ -206,6 +220,8 @@ class _Syncer:
             await self.get(gone)  # gone from the listing: deleted, or moved out of the filter
             return ids, set()
         ids = list(dict.fromkeys(selection.batch_ids))
+        known_ids = self.mirror.batches(ids)
+        ids = [b for b in ids if not (b in known_ids and known_ids[b].deleted)]  # nothing more
         hint = self.mirror.meta("batches_listed")  # from the last full ListBatch scan
         known = int(hint) if hint is not None else None
         scan_cost = math.ceil(known / 100) + 1 if known is not None else None
@@ -215,7 +231,6 @@ class _Syncer:
             listed = set(await self.scan({}))
             await self.get([b for b in ids if b not in listed])
             return ids, set()
-        known_ids = self.mirror.batches(ids)
         await self.get([b for b in ids if b in known_ids])
         # New batches are listed whatever their status: each one's GetBatch is sent just
         # before its listing (on GetBatch's own quota), not all of them before any listing.
@@ -322,6 +337,11 @@ async def sync(
     another version, another Region, in use by another sync).
     """
     options = options if options is not None else FetchOptions()
+    if any(v is not None for v in options.filters().values()):
+        raise InvalidInput("sync mirrors every run of a batch: give FetchOptions no run filter")
+    if selection.discover is not None and selection.batch_ids:
+        raise InvalidInput("give a Selection batch ids or discover, not both")
+    selection = Selection([check_batch_id(b) for b in selection.batch_ids], selection.discover)
     progress = progress if progress is not None else ExportProgress()
     result = SyncResult()
     mirror = Mirror.open(db)
@@ -356,6 +376,7 @@ async def _passes(
 ) -> list[str]:
     result, progress, mirror = syncer.result, syncer.progress, syncer.mirror
     ids, new = await syncer.select(selection)
+    listed: set[str] = set()
     progress.batches_total = result.batches = len(ids)
     progress.runs_written = sum(mirror.count_runs(b) for b in ids)
     while True:
@@ -365,12 +386,14 @@ async def _passes(
         if result.passes == 1:
             result.skipped = len(ids) - len(todo)
         progress.batches_done = sum(1 for b in ids if b in rows and _settled(rows[b]))
-        result.listed += len(todo)
+        listed.update(todo)
+        result.listed = len(listed)
         await syncer.list(todo, rows, new)
         new = set()
         rows = mirror.batches(ids)
         if result.passes == 1:
             result.export_requests = _export_cost(rows.values(), selection, syncer.options)
+        await syncer.get(syncer.undescribed_with_failures(todo))
         unsettled = [b for b in ids if b in rows and not _settled(rows[b])]
         unsettled = [b for b in unsettled if all(f.batch_id != b for f in result.failed)]
         result.settled = progress.batches_done = len(ids) - len(unsettled)
