@@ -190,14 +190,17 @@ def test_corrected_settings_are_a_new_request(
 def test_a_mirror_of_all_batches_keeps_what_a_resubmission_needs(
     tmp_path: Path, served: Emulator
 ) -> None:
-    """ListBatch alone says nothing of a batch's settings: batches with failed submissions
-    are described (GetBatch) once listed, so that they can be resubmitted, even deleted."""
+    """ListBatch says nothing of a batch's settings: `--run-status` describes each batch
+    (GetBatch), and the mirror keeps it, so it can be resubmitted even after DeleteBatch."""
     db = tmp_path / "m.db"
-    anyio.run(lambda: sync(db, Selection(discover={}), endpoint_url=served.endpoint_url))
+    listing = Selection(discover={})
+    anyio.run(lambda: sync(db, listing, endpoint_url=served.endpoint_url))
     batch_id = batch_with_failures(served, most=100)
-    served.delete_batch(batch_id)
     settings = write(tmp_path, "s.json", original_settings_of(served, batch_id))
     argv = ["resubmit", "--db", str(db), "--batch", batch_id, "--settings", str(settings)]
+    assert run([*argv, "-o", str(tmp_path / "r.json")]) == 2  # says: sync --run-status first
+    anyio.run(lambda: sync(db, listing, endpoint_url=served.endpoint_url, run_status=True))
+    served.delete_batch(batch_id)
     assert run([*argv, "-o", str(tmp_path / "r.json")]) == 0
 
 

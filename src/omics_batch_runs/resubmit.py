@@ -116,8 +116,8 @@ def resubmission(
         )
     if answer is None or "defaultRunSetting" not in answer:
         raise InvalidInput(
-            f"the mirror has no GetBatch answer for batch {batch_id}: "
-            f"run `omics-batch-runs sync {batch_id} --db ...` (or `sync --run-status`) first"
+            f"the mirror has no GetBatch answer for batch {batch_id}: run "
+            f"`omics-batch-runs sync --run-status` (or `sync {batch_id}`) first"
         )
     chosen = [
         f

@@ -181,20 +181,6 @@ class _Syncer:
         if _all_ended(answer):  # as GetBatch said before this listing: nothing moves now
             self.mirror.executions_final(batch_id)
 
-    def undescribed_with_failures(self, batch_ids: Sequence[str]) -> list[str]:
-        """Batches just listed, with failed submissions, whose settings the mirror lacks: a
-        resubmission needs their defaultRunSetting, and after DeleteBatch it is gone."""
-        if not batch_ids:
-            return []
-        marks = ",".join("?" * len(batch_ids))
-        rows = self.mirror.query(
-            f"SELECT DISTINCT r.batch_id FROM runs r JOIN batches b ON b.id = r.batch_id "
-            f"WHERE r.batch_id IN ({marks}) AND r.submission_status = 'FAILED' "
-            f"AND b.get_batch IS NULL AND b.deleted = 0",
-            tuple(batch_ids),
-        )
-        return [b for (b,) in rows if b not in self.described]
-
     def lost(self, batch_id: str, error: BaseException) -> None:
         """A batch the service would not describe or list: gone (404), or failed."""
         if error_code(error) == "ResourceNotFoundException" and self.mirror.mark_deleted(batch_id):
@@ -356,7 +342,7 @@ async def sync(
             syncer = _Syncer(mirror, omics, options, progress, result)
             try:
                 ids = await _passes(syncer, selection, follow, poll_interval)
-                if run_status:
+                if run_status:  # GetBatch each batch still moving: its settings are kept too
                     live = mirror.batches(ids)
                     await syncer.executions([b for b in ids if b in live and not live[b].deleted])
             finally:
@@ -393,7 +379,6 @@ async def _passes(
         rows = mirror.batches(ids)
         if result.passes == 1:
             result.export_requests = _export_cost(rows.values(), selection, syncer.options)
-        await syncer.get(syncer.undescribed_with_failures(todo))
         unsettled = [b for b in ids if b in rows and not _settled(rows[b])]
         unsettled = [b for b in unsettled if all(f.batch_id != b for f in result.failed)]
         result.settled = progress.batches_done = len(ids) - len(unsettled)
