@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import anyio
 import boto3
 import pytest
 import pytest_asyncio
 from botocore.config import Config
 
-from omics_batch_runs import add_missing_operations
+from omics_batch_runs import Selection, add_missing_operations, sync
 from omics_batch_runs.emulator import Dataset, Emulator, run_emulator, run_emulator_in_thread
 
 
@@ -84,3 +86,12 @@ def served() -> Iterator[Emulator]:
     """The `emulator` fixture's data, served from a thread: for the CLI and other blocking code."""
     with run_emulator_in_thread(Dataset(seed=1, batches=12)) as running:
         yield running
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, served: Emulator) -> Path:
+    """The `served` emulator's batches synced into a mirror, execution statuses included."""
+    db = tmp_path / "m.db"
+    selection = Selection(discover={})
+    anyio.run(lambda: sync(db, selection, endpoint_url=served.endpoint_url, run_status=True))
+    return db

@@ -6,25 +6,14 @@ import csv
 import io
 from pathlib import Path
 
-import anyio
 import orjson
 import pytest
 
-from omics_batch_runs import Selection, sync
 from omics_batch_runs.cli import main
 from omics_batch_runs.emulator import Emulator
 from omics_batch_runs.failures import as_csv, failures
 
 from .conftest import boto3_client, paginate_with_boto3
-
-
-@pytest.fixture
-def mirror(tmp_path: Path, served: Emulator) -> Path:
-    db = tmp_path / "m.db"
-    anyio.run(
-        lambda: sync(db, Selection(discover={}), endpoint_url=served.endpoint_url, run_status=True)
-    )
-    return db
 
 
 def test_failed_submissions_agree_with_getbatch_and_the_listing(

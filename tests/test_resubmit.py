@@ -28,15 +28,6 @@ def run(argv: list[str]) -> int:
     return code if isinstance(code, int) else 1
 
 
-@pytest.fixture
-def mirror(tmp_path: Path, served: Emulator) -> Path:
-    db = tmp_path / "m.db"
-    anyio.run(
-        lambda: sync(db, Selection(discover={}), endpoint_url=served.endpoint_url, run_status=True)
-    )
-    return db
-
-
 def original_settings(emulator: Emulator, batch_id: str) -> list[dict[str, Any]]:
     """What the lab gave the batch: every run's own settings, awkward characters included."""
     return [
