@@ -429,11 +429,10 @@ class Mirror:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self._db.execute(sql, params))
 
-    def count_runs(self, batch_id: str | None = None) -> int:
-        if batch_id is None:
-            return int(self._db.execute("SELECT count(*) FROM runs").fetchone()[0])
-        query = "SELECT count(*) FROM runs WHERE batch_id = ?"
-        return int(self._db.execute(query, (batch_id,)).fetchone()[0])
+    def run_counts(self) -> dict[str, int]:
+        """Rows held for each batch, in one query."""
+        query = "SELECT batch_id, count(*) FROM runs GROUP BY batch_id"
+        return {batch_id: int(n) for batch_id, n in self._db.execute(query)}
 
 
 def _text(value: Any) -> str | None:

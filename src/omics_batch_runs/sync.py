@@ -364,7 +364,8 @@ async def _passes(
     ids, new = await syncer.select(selection)
     listed: set[str] = set()
     progress.batches_total = result.batches = len(ids)
-    progress.runs_written = sum(mirror.count_runs(b) for b in ids)
+    held = mirror.run_counts()
+    progress.runs_written = sum(held.get(b, 0) for b in ids)
     while True:
         result.passes += 1
         rows = mirror.batches(ids)
