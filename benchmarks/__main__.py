@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from . import nightly
+from . import neighbours, nightly
 from .clients import CLIENTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -340,6 +340,9 @@ def main() -> None:
                     f"throttled {row['throttled_share']:5.1%}  rss {row['peak_rss_mb']:5.0f} MB",
                     flush=True,
                 )
+        neighbour_rows = neighbours.run(
+            args.repeats, lambda name: not args.only or args.only in name
+        )
         nightly_summary = None
         if not args.only or args.only in "nightly re-sync":
             batches = 5_000 if args.quick else 10_000
@@ -347,6 +350,7 @@ def main() -> None:
             print(nightly.markdown(nightly_summary), flush=True)
     meta = {
         "nightly": nightly_summary,
+        "neighbours": neighbour_rows,
         "date": time.strftime("%Y-%m-%d"),
         "machine": platform.machine(),
         "cores": os.cpu_count(),
@@ -368,6 +372,10 @@ def publish(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     table = markdown(rows, meta)
     plot(rows, RESULTS / "results.png")
     update_readme("bench", f"{table}\n![benchmarks](benchmarks/results/results.png)")
+    if meta.get("neighbours"):
+        shared = neighbours.markdown(meta["neighbours"])
+        update_readme("neighbours", shared)
+        table += "\n" + shared
     if meta.get("nightly"):
         night = nightly.markdown(meta["nightly"])
         update_readme("nightly", night)

@@ -23,6 +23,11 @@ from botocore.config import Config
 # all, and reprlib sorts a set to show it: half a second for 128,000 keys.
 Result = tuple[int, int, int | None]
 CHECK_DUPLICATES = True
+PAGE_TIMES: list[float] = []  # wall-clock time of every page, to line processes up
+
+
+def _page() -> None:
+    PAGE_TIMES.append(time.time())
 
 
 def _seen() -> set[tuple[str, str]]:
@@ -59,6 +64,7 @@ def boto3_sequential(url: str, ids: list[str], concurrency: int) -> Result:
     for batch_id in ids:
         for page in paginator.paginate(batchId=batch_id):
             pages += 1
+            _page()
             for run in page["runs"]:
                 runs += 1
                 keys.add((batch_id, run["runSettingId"]))
@@ -77,6 +83,7 @@ async def _aiobotocore(url: str, ids: list[str], concurrency: int | None, config
             paginator = client.get_paginator("list_runs_in_batch")
             async for page in paginator.paginate(batchId=batch_id):
                 counts[1] += 1
+                _page()
                 for run in page["runs"]:
                     counts[0] += 1
                     keys.add((batch_id, run["runSettingId"]))
@@ -112,14 +119,18 @@ def aiobotocore_adaptive(url: str, ids: list[str], concurrency: int) -> Awaitabl
 
 async def omics_batch_runs(url: str, ids: list[str], concurrency: int) -> Result:
     """This project."""
-    from omics_batch_runs import FetchStats, iter_runs
+    from omics_batch_runs import FetchOptions, FetchStats, open_pages
 
     stats = FetchStats()
     keys = _seen()
     runs = 0
-    async for run in iter_runs(ids, endpoint_url=url, concurrency=concurrency, stats=stats):
-        runs += 1
-        keys.add((run["batchId"], run["runSettingId"]))
+    options = FetchOptions(concurrency=concurrency)
+    async with open_pages(ids, options, endpoint_url=url, stats=stats) as pages:
+        async for page in pages:
+            _page()
+            for run in page.runs:
+                runs += 1
+                keys.add((run["batchId"], run["runSettingId"]))
     return runs, stats.pages, _distinct(keys)
 
 
@@ -207,6 +218,7 @@ def main() -> None:
         "peak_rss_mb": peak_kb / 1024,
         "loop_lag_ms": None if lag is None else lag * 1000,
         "error": error,
+        "page_times": PAGE_TIMES,
     }
     sys.stdout.write(orjson.dumps(line).decode() + "\n")
 

@@ -615,6 +615,12 @@ async def _endpoint(kw: dict[str, Any], given: str | None) -> AsyncIterator[str 
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Quota, requests/s.")
 @click.option("--burst", type=click.FloatRange(min=1), help="Quota burst (default: the rate).")
 @click.option(
+    "--neighbour-rps",
+    type=click.FloatRange(0, 1000),
+    default=0.0,
+    help="Another tool's steady calls/s on the same quota, as on a shared account.",
+)
+@click.option(
     "--latency-ms",
     type=click.FloatRange(min=0),
     default=0.0,
@@ -657,6 +663,7 @@ def emulator(**kw: Any) -> None:
         error_rate=share("error_rate"),
         drop_rate=share("drop_rate"),
         seed=kw["seed"],
+        neighbour_rps=kw["neighbour_rps"],
     )
 
     def announce(running: Any) -> None:

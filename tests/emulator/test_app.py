@@ -225,3 +225,47 @@ def test_batches_move_through_their_lifecycle_as_boto3_sees_it() -> None:
             client.get_batch(batchId=settled)
         listed = [b["id"] for b in client.list_batch()["items"]]
         assert settled not in listed and growing in listed
+
+
+def _put(url: str) -> Any:
+    request = urllib.request.Request(url, method="PUT")
+    with urllib.request.urlopen(request) as response:
+        return orjson.loads(response.read())
+
+
+def test_quota_changes_and_a_neighbour_through_control_endpoints() -> None:
+    dataset = Dataset(batches=1, runs_per_batch=100)
+    with run_emulator_in_thread(dataset, Behaviour(rate=1000, burst=1000)) as emulator:
+        url, client = emulator.endpoint_url, boto3_client(emulator.endpoint_url)
+        batch_id = emulator.batch_ids[0]
+        _put(f"{url}/_emulator/quota?rate=0.001&burst=1")  # down to what the bucket holds
+        client.list_runs_in_batch(batchId=batch_id)
+        with pytest.raises(ClientError, match="Throttling"):
+            client.list_runs_in_batch(batchId=batch_id)
+        assert _put(f"{url}/_emulator/quota?rate=none") == {"rate": None, "burst": None}
+        client.list_runs_in_batch(batchId=batch_id)
+        # A neighbour calling 50 times a second on a 20 req/s quota: most of its calls
+        # are throttled, and they are its own, not the emulator's client's.
+        _put(f"{url}/_emulator/quota?rate=20&burst=1")
+        emulator.counters.reset()
+        assert _put(f"{url}/_emulator/neighbour?rps=50") == {"rps": 50.0}
+        time.sleep(1.0)
+        _put(f"{url}/_emulator/neighbour?rps=0")
+        c = emulator.counters
+        assert 30 <= c.neighbour_requests <= 55  # late wake-ups do not catch up
+        assert 0.4 * c.neighbour_requests <= c.neighbour_throttled <= 0.8 * c.neighbour_requests
+        assert c.requests == {} and c.throttled == 0
+        for bad in ("quota?rate=-1", "quota?rate=1&burst=0", "quota?rate=x", "neighbour?rps=-2"):
+            with pytest.raises(urllib.error.HTTPError, match="400"):
+                _put(f"{url}/_emulator/{bad}")
+
+
+def test_a_neighbour_given_at_the_start_calls_until_set_to_zero() -> None:
+    with run_emulator_in_thread(Dataset(batches=1), Behaviour(neighbour_rps=20)) as emulator:
+        time.sleep(0.5)
+        emulator.set_neighbour(0)
+        time.sleep(0.1)
+        called = emulator.counters.neighbour_requests
+        assert 5 <= called <= 11 and emulator.counters.neighbour_throttled == 0  # no quota
+        time.sleep(0.2)
+        assert emulator.counters.neighbour_requests == called

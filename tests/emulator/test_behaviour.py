@@ -18,3 +18,12 @@ def test_fault_rates_are_honoured() -> None:
     faults = [b.fault("ListRunsInBatch") for _ in range(3000)]
     for kind in ("timeout", "error", "drop"):
         assert 200 < faults.count(kind) < 400
+
+
+def test_a_changed_quota_keeps_what_the_bucket_holds() -> None:
+    b = Behaviour(rate=0.001, burst=5)
+    assert [b.throttled("ListRunsInBatch") for _ in range(3)] == [False] * 3  # 2 tokens left
+    b.set_quota(0.001, 20)  # a raise grants no burst of its own
+    assert [b.throttled("ListRunsInBatch") for _ in range(3)] == [False, False, True]
+    b.set_quota(None)
+    assert not any(b.throttled("ListRunsInBatch") for _ in range(50))

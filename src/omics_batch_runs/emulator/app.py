@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -39,11 +41,14 @@ class Counters:
     faults: dict[str, int] = field(default_factory=dict)
     in_flight: int = 0
     max_in_flight: int = 0
+    neighbour_requests: int = 0
+    neighbour_throttled: int = 0
 
     def reset(self) -> None:
         self.requests.clear()
         self.faults.clear()
         self.throttled = self.in_flight = self.max_in_flight = 0
+        self.neighbour_requests = self.neighbour_throttled = 0
 
 
 class ServiceError(Exception):
@@ -122,6 +127,8 @@ class EmulatorApp:
         self._token_epoch = 0
         self._tokens = self._signer()
         self._page = lru_cache(maxsize=2048)(self._page_bytes)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._neighbour: asyncio.Task[None] | None = None
 
     def _signer(self) -> TokenSigner:
         seed = f"omics-emulator:{self.dataset.seed}:{self._token_epoch}"
@@ -145,7 +152,67 @@ class EmulatorApp:
         app.router.add_post("/_emulator/batches", self.add_view)
         app.router.add_post("/_emulator/batches/{batchId}/{action}", self.change_view)
         app.router.add_post("/_emulator/rotate-tokens", self.rotate_view)
+        app.router.add_put("/_emulator/quota", self.quota_view)
+        app.router.add_put("/_emulator/neighbour", self.neighbour_view)
+        app.cleanup_ctx.append(self._neighbour_task)
         return app
+
+    async def _neighbour_task(self, _: web.Application) -> AsyncIterator[None]:
+        self._loop = asyncio.get_running_loop()
+        self.set_neighbour(self.behaviour.neighbour_rps)
+        yield
+        self._loop = None
+        if self._neighbour is not None:
+            self._neighbour.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._neighbour
+
+    def set_neighbour(self, rps: float) -> None:
+        """Start, retune or stop the neighbour (0); from any thread."""
+        self.behaviour.neighbour_rps = rps
+        if rps > 0 and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._start_neighbour)
+
+    def _start_neighbour(self) -> None:
+        if self._neighbour is None or self._neighbour.done():
+            self._neighbour = asyncio.create_task(self._neighbour_calls())
+
+    async def _neighbour_calls(self) -> None:
+        """Another tool on the account (an orchestrator polling, a dashboard): calls at a
+        steady `neighbour_rps` on the ListRunsInBatch quota, a throttled call not retried."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while (rps := self.behaviour.neighbour_rps) > 0:
+            # Steady: a late wake-up does not send the calls it missed all at once.
+            due = max(due + 1.0 / rps, loop.time())
+            await asyncio.sleep(due - loop.time())
+            self.counters.neighbour_requests += 1
+            if self.behaviour.throttled("ListRunsInBatch"):
+                self.counters.neighbour_throttled += 1
+
+    async def quota_view(self, request: web.Request) -> web.Response:
+        """Not an AWS API: `?rate=20[&burst=20]` changes the quota now (`rate=none`: none)."""
+        try:
+            given = request.query.get("rate", "none")
+            rate = None if given == "none" else float(given)
+            burst = float(request.query["burst"]) if "burst" in request.query else None
+            if (rate is not None and rate <= 0) or (burst is not None and burst < 1):
+                raise ValueError("rate must be above 0, burst at least 1")
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
+        self.behaviour.set_quota(rate, burst)
+        return web.json_response({"rate": rate, "burst": burst})
+
+    async def neighbour_view(self, request: web.Request) -> web.Response:
+        """Not an AWS API: `?rps=3` starts another tool's steady calls on the quota (0 stops)."""
+        try:
+            rps = float(request.query.get("rps", "0"))
+            if not 0 <= rps <= 1000:
+                raise ValueError("rps must be 0 to 1000")
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
+        self.set_neighbour(rps)
+        return web.json_response({"rps": rps})
 
     async def counters_view(self, request: web.Request) -> web.Response:
         """Not an AWS API: what the emulator saw, for benchmarks and tests in other processes.

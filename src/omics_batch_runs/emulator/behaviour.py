@@ -22,14 +22,24 @@ class TokenBucket:
         self._tokens = self.burst
         self._stamp = time.monotonic()
 
-    def take(self) -> bool:
+    def _refill(self) -> None:
         now = time.monotonic()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
+
+    def take(self) -> bool:
+        self._refill()
         if self._tokens >= 1.0:
             self._tokens -= 1.0
             return True
         return False
+
+    def retune(self, rate: float, burst: float) -> None:
+        """A new quota from now on. The bucket keeps what it holds (up to the new burst):
+        a changed quota grants no burst of its own."""
+        self._refill()
+        self.rate, self.burst = rate, max(1.0, burst)
+        self._tokens = min(self._tokens, self.burst)
 
 
 @dataclass
@@ -44,6 +54,7 @@ class Behaviour:
     error_rate: float = 0.0
     drop_rate: float = 0.0
     seed: int = 0
+    neighbour_rps: float = 0.0  # another tool's steady calls on this quota (set_neighbour)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -51,8 +62,13 @@ class Behaviour:
         self._scripted: deque[Fault | None] = deque()
 
     def set_quota(self, rate: float | None, burst: float | None = None) -> None:
+        """Change the quota while running (None: no quota). Buckets keep their tokens."""
         self.rate, self.burst = rate, burst
-        self._buckets.clear()
+        if rate is None:
+            self._buckets.clear()
+            return
+        for bucket in self._buckets.values():
+            bucket.retune(rate, burst if burst is not None else rate)
 
     def script(self, faults: Iterable[Fault | None]) -> None:
         """Answer the next ListRunsInBatch requests with these faults, in order (None: answer)."""

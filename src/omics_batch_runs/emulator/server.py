@@ -62,6 +62,15 @@ class Emulator:
         """Refuse every pagination token given out so far (as if they had expired)."""
         self.app.rotate_tokens()
 
+    def set_quota(self, rate: float | None, burst: float | None = None) -> None:
+        """Change the quota now (None: none); what the bucket holds carries over."""
+        self.behaviour.set_quota(rate, burst)
+
+    def set_neighbour(self, rps: float) -> None:
+        """Another tool's steady calls on the ListRunsInBatch quota (0: none); counted in
+        `counters.neighbour_requests` and `counters.neighbour_throttled`."""
+        self.app.set_neighbour(rps)
+
     def script_faults(self, faults: list[Fault | None]) -> None:
         """Answer the next ListRunsInBatch requests with these faults, in order."""
         self.behaviour.script(faults)
