@@ -348,7 +348,7 @@ def main() -> None:
             batches = 5_000 if args.quick else 10_000
             nightly_summary = nightly.run(start_emulator, batches, args.repeats)
             print(nightly.markdown(nightly_summary), flush=True)
-    meta = {
+    meta: dict[str, Any] = {
         "nightly": nightly_summary,
         "neighbours": neighbour_rows,
         "date": time.strftime("%Y-%m-%d"),
