@@ -294,9 +294,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                 f"(worst {r['fair_worst']:.0%}), the larger at most {r['greedy_worst']:.0%}"
             )
         done = "" if r["complete"] else " (gave up)"
+        # Against a quota that changes, the share is in *other*, change by change.
+        shared = "-" if "after_changes" in r else f"{r['share']:.0%} ({r['share_worst']:.0%})"
         lines.append(
-            f"| {r['scenario']}: {r['what']} | {name}{done} | {r['runs']} | "
-            f"{r['share']:.0%} ({r['share_worst']:.0%}) | "
+            f"| {r['scenario']}: {r['what']} | {name}{done} | {r['runs']} | {shared} | "
             f"{r['throttled']:.1%} ({r['throttled_worst']:.1%}) | {other} |"
         )
     return "\n".join(lines) + "\n"

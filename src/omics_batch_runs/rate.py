@@ -136,9 +136,9 @@ class AdaptiveRate:
             assert self._cut_at is not None
             since = now - self._cut_at
             if not self._exact and since < _START_HOLD + _START_RAMP:
-                # After the first estimate, which assumed the account to itself: half of
-                # it, then back up to it, so that another client's share shows as a
-                # throttle (measured from the first) before anyone's calls are starved.
+                # After the first estimate, which assumed the account to itself: 60% of
+                # it, then back up to it, so that another client's share in it shows as a
+                # throttle, measured from the first.
                 back = max(0.0, since - _START_HOLD) / _START_RAMP
                 grown = self._quota * (_START_SHARE + (1.0 - _START_SHARE) * back)
                 grown = min(grown, held)
