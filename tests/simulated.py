@@ -55,7 +55,6 @@ class Neighbour:
     rps: float
     sent: int = 0
     throttled: int = 0
-    throttled_at: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -83,9 +82,8 @@ def run(
     neighbour: Neighbour | None = None,
     *,
     clock: Clock | None = None,
-    until: float | None = None,
 ) -> float:
-    """Run until every client has its pages (or `until`); returns the virtual time."""
+    """Run until every client has its pages; returns the virtual time taken."""
     clock = clock if clock is not None else Clock()
     start = clock.now
     rng = random.Random(service.seed)
@@ -114,8 +112,6 @@ def run(
 
     while events:
         now, _, kind, i, sent_at = heapq.heappop(events)
-        if until is not None and now - start > until:
-            break
         if clients and all(c.finished is not None for c in clients):
             break
         clock.now = now
@@ -128,9 +124,7 @@ def run(
             continue
         if kind == "nb arrives":
             assert neighbour is not None
-            if not take(now):
-                neighbour.throttled += 1
-                neighbour.throttled_at.append(round(now - start, 2))
+            neighbour.throttled += not take(now)
             continue
         c = clients[i]
         assert c.rate is not None

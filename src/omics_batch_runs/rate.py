@@ -264,14 +264,13 @@ class AdaptiveRate:
         self._cut(now, _MIN_HOLD if rose else max(_MIN_HOLD, min(self._hold(), 2.0 * span)))
 
     def _first_throttle(self, now: float, sent_at: float, current: float) -> None:
-        """The first estimate, and a short hold well below it, so that the first probe
-        measures from this empty bucket to the next without starving anyone meanwhile."""
+        """The first estimate; the first probe, measuring from this empty bucket, follows."""
         # The bucket was full at the start, assumed to hold a second's worth (as AWS's
         # do); until this request found it empty, it gave that and what it refilled.
-        # Nothing was throttled before: what was sent before this one got through,
-        # answered yet or not, and on average half a token was left.
-        # Over any stretch ending here, what got through is at most that and what the
-        # bucket refilled over it: each is a lower bound, the one since the start exact.
+        # Nothing was throttled before, so what was sent before this one got through,
+        # answered yet or not, and on average half a token was left. Over a shorter
+        # stretch ending here, the same is a lower bound (after a pause in sending, the
+        # only one that holds): the estimate is the largest.
         since = max(0.0, sent_at - self._active_from)
         estimate = 0.0
         for window in (*_WINDOWS, since):
