@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from omics_batch_runs import (
+    AdaptiveRate,
     BatchError,
     BatchesFailed,
     FetchOptions,
@@ -234,6 +235,8 @@ async def test_bad_input_is_refused_before_any_request(emulator: Emulator) -> No
             await collect(bad, emulator)
     with pytest.raises(InvalidInput):
         await collect(emulator.batch_ids, emulator, page_size=101)
+    with pytest.raises(InvalidInput, match="cap"):  # a cap that would be silently ignored
+        await collect(emulator.batch_ids, emulator, rate=AdaptiveRate(), max_rps=3)
     assert emulator.counters.requests == {}
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omics_batch_runs import AdaptiveRate
+from omics_batch_runs import AdaptiveRate, InvalidInput
 from omics_batch_runs.rate import _FLOOR
 
 from .simulated import Client, Clock, Neighbour, Service, run
@@ -125,6 +125,12 @@ def test_a_cap_holds_from_the_first_second() -> None:
     rate = AdaptiveRate(max_rps=1, clock=clock)
     assert rate.take() == 0.0  # one at once, not the ten of the uncapped start
     assert rate.take() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", [0, -1, math.nan, math.inf, "5", True])
+def test_a_cap_that_is_no_positive_number_is_refused(bad: object) -> None:
+    with pytest.raises(InvalidInput, match="max rps"):
+        AdaptiveRate(max_rps=bad)  # type: ignore[arg-type]
 
 
 def test_throttles_of_requests_sent_before_a_cut_are_ignored() -> None:

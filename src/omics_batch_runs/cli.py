@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -600,6 +601,12 @@ async def _endpoint(kw: dict[str, Any], given: str | None) -> AsyncIterator[str 
         yield emulator.endpoint_url
 
 
+def _finite(_: click.Context, __: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -612,11 +619,22 @@ async def _endpoint(kw: dict[str, Any], given: str | None) -> AsyncIterator[str 
     "--runs-per-batch", type=click.IntRange(0, 100_000), help="Every batch this size (else mixed)."
 )
 @click.option("--submitting", type=click.IntRange(0), default=0, help="Batches still growing.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Quota, requests/s.")
-@click.option("--burst", type=click.FloatRange(min=1), help="Quota burst (default: the rate).")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    callback=_finite,
+    help="Quota, requests/s.",
+)
+@click.option(
+    "--burst",
+    type=click.FloatRange(min=1),
+    callback=_finite,
+    help="Quota burst (default: the rate; needs --rate).",
+)
 @click.option(
     "--neighbour-rps",
     type=click.FloatRange(0, 1000),
+    callback=_finite,
     default=0.0,
     help="Another tool's steady calls/s on the same quota, as on a shared account.",
 )
@@ -643,6 +661,9 @@ async def _endpoint(kw: dict[str, Any], given: str | None) -> AsyncIterator[str 
 def emulator(**kw: Any) -> None:
     """Serve a local HealthOmics run-batch emulator until Ctrl-C."""
     from .emulator import Behaviour, Dataset, serve_forever
+
+    if kw["burst"] is not None and kw["rate"] is None:
+        raise click.UsageError("--burst needs --rate (a burst of no quota means nothing)")
 
     dataset = Dataset(
         seed=kw["seed"],

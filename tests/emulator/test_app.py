@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import urllib.error
 import urllib.request
@@ -255,7 +256,10 @@ def test_quota_changes_and_a_neighbour_through_control_endpoints() -> None:
         assert 30 <= c.neighbour_requests <= 55  # late wake-ups do not catch up
         assert 0.4 * c.neighbour_requests <= c.neighbour_throttled <= 0.8 * c.neighbour_requests
         assert c.requests == {} and c.throttled == 0
-        for bad in ("quota?rate=-1", "quota?rate=1&burst=0", "quota?rate=x", "neighbour?rps=-2"):
+        bad_ones = ("quota?rate=-1", "quota?rate=1&burst=0", "quota?rate=x", "quota?burst=5")
+        bad_ones += ("quota?rate=nan", "quota?rate=10&burst=inf", "neighbour?rps=-2")
+        bad_ones += ("neighbour", "neighbour?rps=inf")
+        for bad in bad_ones:
             with pytest.raises(urllib.error.HTTPError, match="400"):
                 _put(f"{url}/_emulator/{bad}")
 
@@ -269,3 +273,23 @@ def test_a_neighbour_given_at_the_start_calls_until_set_to_zero() -> None:
         assert 5 <= called <= 11 and emulator.counters.neighbour_throttled == 0  # no quota
         time.sleep(0.2)
         assert emulator.counters.neighbour_requests == called
+
+
+def test_a_new_neighbour_rate_applies_at_once_and_bad_values_are_refused() -> None:
+    with run_emulator_in_thread(Dataset(batches=1), Behaviour(neighbour_rps=0.1)) as emulator:
+        emulator.set_neighbour(50)  # not after the 10 s the old rate would wait
+        time.sleep(0.5)
+        assert emulator.counters.neighbour_requests >= 10
+        emulator.set_neighbour(0)
+        time.sleep(0.1)
+        stopped = emulator.counters.neighbour_requests
+        time.sleep(0.3)
+        assert emulator.counters.neighbour_requests == stopped
+        for rate, burst in ((0, None), (-1, None), (math.nan, None), (10, 0.5), (10, math.inf)):
+            with pytest.raises(ValueError, match="must be"):
+                emulator.set_quota(rate, burst)
+        for rps in (-1, 5000, math.inf, "3"):
+            with pytest.raises(ValueError, match="must be"):
+                emulator.set_neighbour(rps)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rate must be"):
+        Behaviour(rate=0)

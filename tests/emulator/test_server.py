@@ -8,6 +8,7 @@ import sys
 import urllib.request
 
 import orjson
+import pytest
 
 from ..conftest import boto3_client
 
@@ -37,8 +38,19 @@ def test_the_emulator_command_serves_and_stops_on_ctrl_c() -> None:
     assert "Traceback" not in err
 
 
-def test_bad_emulator_options_are_one_line() -> None:
-    command = [sys.executable, "-m", "omics_batch_runs", "emulator", "--fault-rate", "2"]
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--fault-rate", "2"],
+        ["--rate", "nan"],
+        ["--burst", "3"],  # a burst without a quota
+        ["--rate", "10", "--burst", "inf"],
+        ["--neighbour-rps", "nan"],
+        ["--neighbour-rps", "5000"],
+    ],
+)
+def test_bad_emulator_options_are_one_line(options: list[str]) -> None:
+    command = [sys.executable, "-m", "omics_batch_runs", "emulator", *options]
     done = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert done.stderr.startswith("omics-batch-runs: error:") and done.stderr.count("\n") == 1

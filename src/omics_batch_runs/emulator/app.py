@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from ..service import BATCH_STATUSES, MAX_RUNS_PER_BATCH, SUBMISSION_STATUSES
-from .behaviour import Behaviour
+from .behaviour import Behaviour, check_neighbour
 from .dataset import Batch, Dataset
 from .tokens import TokenError, TokenSigner
 
@@ -169,6 +169,7 @@ class EmulatorApp:
 
     def set_neighbour(self, rps: float) -> None:
         """Start, retune or stop the neighbour (0); from any thread."""
+        check_neighbour(rps)
         self.behaviour.neighbour_rps = rps
         if rps > 0 and self._loop is not None:
             self._loop.call_soon_threadsafe(self._start_neighbour)
@@ -181,11 +182,15 @@ class EmulatorApp:
         """Another tool on the account (an orchestrator polling, a dashboard): calls at a
         steady `neighbour_rps` on the ListRunsInBatch quota, a throttled call not retried."""
         loop = asyncio.get_running_loop()
-        due = loop.time()
+        last = loop.time()
         while (rps := self.behaviour.neighbour_rps) > 0:
+            due = last + 1.0 / rps
+            if (wait := due - loop.time()) > 0:
+                # Short naps: a new rate, or a stop, applies at once.
+                await asyncio.sleep(min(wait, 0.05))
+                continue
             # Steady: a late wake-up does not send the calls it missed all at once.
-            due = max(due + 1.0 / rps, loop.time())
-            await asyncio.sleep(due - loop.time())
+            last = due if loop.time() - due < 1.0 / rps else loop.time()
             self.counters.neighbour_requests += 1
             if self.behaviour.throttled("ListRunsInBatch"):
                 self.counters.neighbour_throttled += 1
@@ -193,25 +198,25 @@ class EmulatorApp:
     async def quota_view(self, request: web.Request) -> web.Response:
         """Not an AWS API: `?rate=20[&burst=20]` changes the quota now (`rate=none`: none)."""
         try:
-            given = request.query.get("rate", "none")
+            given = request.query.get("rate")
+            if given is None:
+                raise ValueError("rate: requests/s, or none")
             rate = None if given == "none" else float(given)
             burst = float(request.query["burst"]) if "burst" in request.query else None
-            if (rate is not None and rate <= 0) or (burst is not None and burst < 1):
-                raise ValueError("rate must be above 0, burst at least 1")
+            self.behaviour.set_quota(rate, burst)
         except ValueError as e:
             raise web.HTTPBadRequest(text=str(e)) from None
-        self.behaviour.set_quota(rate, burst)
         return web.json_response({"rate": rate, "burst": burst})
 
     async def neighbour_view(self, request: web.Request) -> web.Response:
         """Not an AWS API: `?rps=3` starts another tool's steady calls on the quota (0 stops)."""
         try:
-            rps = float(request.query.get("rps", "0"))
-            if not 0 <= rps <= 1000:
-                raise ValueError("rps must be 0 to 1000")
+            if "rps" not in request.query:
+                raise ValueError("rps: calls/s, 0 to stop")
+            rps = float(request.query["rps"])
+            self.set_neighbour(rps)
         except ValueError as e:
             raise web.HTTPBadRequest(text=str(e)) from None
-        self.set_neighbour(rps)
         return web.json_response({"rps": rps})
 
     async def counters_view(self, request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import deque
@@ -42,6 +43,22 @@ class TokenBucket:
         self._tokens = min(self._tokens, self.burst)
 
 
+def check_quota(rate: float | None, burst: float | None) -> None:
+    if rate is not None and not (_number(rate) and 0 < rate < math.inf):
+        raise ValueError(f"rate must be a number of requests/s above 0, not {rate!r}")
+    if burst is not None and not (_number(burst) and 1 <= burst < math.inf):
+        raise ValueError(f"burst must be a number of requests, at least 1, not {burst!r}")
+
+
+def check_neighbour(rps: float) -> None:
+    if not (_number(rps) and 0 <= rps <= 1000):
+        raise ValueError(f"neighbour calls/s must be 0 to 1000, not {rps!r}")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass
 class Behaviour:
     """What the emulator does besides answering. Every field can change while it runs."""
@@ -57,12 +74,15 @@ class Behaviour:
     neighbour_rps: float = 0.0  # another tool's steady calls on this quota (set_neighbour)
 
     def __post_init__(self) -> None:
+        check_quota(self.rate, self.burst)
+        check_neighbour(self.neighbour_rps)
         self._rng = random.Random(self.seed)
         self._buckets: dict[str, TokenBucket] = {}
         self._scripted: deque[Fault | None] = deque()
 
     def set_quota(self, rate: float | None, burst: float | None = None) -> None:
         """Change the quota while running (None: no quota). Buckets keep their tokens."""
+        check_quota(rate, burst)
         self.rate, self.burst = rate, burst
         if rate is None:
             self._buckets.clear()
