@@ -108,9 +108,13 @@ def scenarios(quick: bool) -> list[Scenario]:
     ]
 
 
-def start_emulator(args: list[str], batches: int, runs: int) -> tuple[subprocess.Popen[str], str]:
+def start_emulator(
+    args: list[str], batches: int, runs: int | None
+) -> tuple[subprocess.Popen[str], str]:
+    """An emulator process and its URL; `runs` None: batches of varied sizes."""
     command = [sys.executable, "-m", "omics_batch_runs", "emulator", "--port", "0"]
-    command += ["--batches", str(batches), "--runs-per-batch", str(runs), *args]
+    command += ["--batches", str(batches), *args]
+    command += [] if runs is None else ["--runs-per-batch", str(runs)]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
@@ -341,7 +345,7 @@ def main() -> None:
                     flush=True,
                 )
         neighbour_rows = neighbours.run(
-            args.repeats, lambda name: not args.only or args.only in name
+            start_emulator, args.repeats, lambda name: not args.only or args.only in name
         )
         nightly_summary = None
         if not args.only or args.only in "nightly re-sync":

@@ -36,6 +36,7 @@ NEIGHBOUR = 3.0
 CHANGES = ((20.0, 20.0), (50.0, 5.0))  # (seconds after the clients start, new quota)
 CLIENTS = ("omics-batch-runs", "aiobotocore adaptive retries", "boto3 sequential paginator")
 OURS = CLIENTS[0]
+StartEmulator = Callable[[list[str], int, int | None], tuple[subprocess.Popen[str], str]]
 
 
 @dataclass
@@ -63,16 +64,9 @@ def _request(url: str, method: str = "GET") -> Any:
         return orjson.loads(answer.read())
 
 
-def _emulator(scenario: Scenario) -> tuple[subprocess.Popen[str], str]:
-    command = [sys.executable, "-m", "omics_batch_runs", "emulator", "--port", "0"]
-    command += ["--batches", str(scenario.batches), "--seed", str(scenario.seed)]
-    command += ["--rate", str(QUOTA), "--burst", str(QUOTA), "--latency-ms", "30"]
-    command += ["--neighbour-rps", str(scenario.neighbour)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    assert process.stdout is not None
-    return process, process.stdout.readline().strip()
+def _emulator_args(scenario: Scenario) -> list[str]:
+    args = ["--seed", str(scenario.seed), "--rate", str(QUOTA), "--burst", str(QUOTA)]
+    return [*args, "--latency-ms", "30", "--neighbour-rps", str(scenario.neighbour)]
 
 
 def _halves(url: str, parts: int) -> list[list[str]]:
@@ -102,8 +96,10 @@ def _changes(url: str, start: float, changes: tuple[tuple[float, float], ...]) -
     return at
 
 
-def run_once(scenario: Scenario, client: str, tmp: Path) -> dict[str, Any]:
-    emulator, url = _emulator(scenario)
+def run_once(
+    start_emulator: StartEmulator, scenario: Scenario, client: str, tmp: Path
+) -> dict[str, Any]:
+    emulator, url = start_emulator(_emulator_args(scenario), scenario.batches, None)
     try:
         groups = _halves(url, scenario.processes)
         _request(f"{url}/_emulator/counters?reset=1")
@@ -196,7 +192,9 @@ def _per_second(times: list[float]) -> list[int]:
     return counts
 
 
-def run(repeats: int, only: Callable[[str], bool] = lambda _: True) -> list[dict[str, Any]]:
+def run(
+    start_emulator: StartEmulator, repeats: int, only: Callable[[str], bool] = lambda _: True
+) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for scenario in SCENARIOS:
@@ -205,7 +203,7 @@ def run(repeats: int, only: Callable[[str], bool] = lambda _: True) -> list[dict
             for client in CLIENTS:
                 # The baselines are here for comparison, not for their worst run: fewer.
                 n = max(repeats, scenario.repeats_ours) if client == OURS else min(repeats, 2)
-                runs = [run_once(scenario, client, Path(tmp)) for _ in range(n)]
+                runs = [run_once(start_emulator, scenario, client, Path(tmp)) for _ in range(n)]
                 row = summarise(scenario, client, runs)
                 print(_line(row), flush=True)
                 rows.append(row)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import InvalidInput
 from .service import MAX_PAGE_SIZE, SUBMISSION_STATUSES
@@ -23,8 +23,14 @@ def check_batch_id(value: object) -> str:
     return text
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_max_rps(value: object) -> None:
+    """A cap on requests/s: None (no cap) or a positive, finite number."""
+    if value is not None and (not _number(value) or not 0 < value < math.inf):
+        raise InvalidInput(f"max rps must be a positive number, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -62,10 +68,7 @@ class FetchOptions:
             value = getattr(self, name)
             if value is not None and not value:
                 raise InvalidInput(f"{name.replace('_', ' ')} must not be empty")
-        if self.max_rps is not None and (
-            not _number(self.max_rps) or not 0 < self.max_rps < math.inf
-        ):
-            raise InvalidInput(f"max rps must be a positive number, not {self.max_rps!r}")
+        check_max_rps(self.max_rps)
         if not _number(self.backoff) or not 0 <= self.backoff < math.inf:
             raise InvalidInput(f"backoff must be a number of seconds, not {self.backoff!r}")
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):

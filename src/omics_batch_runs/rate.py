@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from .errors import InvalidInput
+from .options import check_max_rps
 
 _INITIAL = 10.0  # requests/s: the documented quota, where the start begins
 _START_CREDIT = 10.0  # requests that may go before the rate applies
@@ -81,12 +81,7 @@ class AdaptiveRate:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
-        if max_rps is not None and (
-            isinstance(max_rps, bool)
-            or not isinstance(max_rps, (int, float))
-            or not 0 < max_rps < math.inf
-        ):
-            raise InvalidInput(f"max rps must be a positive number, not {max_rps!r}")
+        check_max_rps(max_rps)
         self.max_rps = max_rps
         self._clock = clock
         self._last_read = -math.inf
