@@ -310,7 +310,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="Half-size batch sets.")
-    parser.add_argument("--only", help="Run only scenarios whose name contains this.")
+    parser.add_argument(
+        "--only", action="append", help="Run only scenarios whose name contains this (repeatable)."
+    )
     parser.add_argument("--render", action="store_true", help="Redo the table from the JSON.")
     args = parser.parse_args()
     if args.render:
@@ -326,11 +328,15 @@ def main() -> None:
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
     )
     os.environ.pop("AWS_PROFILE", None)
+
+    def wanted(name: str) -> bool:
+        return not args.only or any(part in name for part in args.only)
+
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         ids_file = Path(tmp) / "ids.txt"
         for scenario in scenarios(args.quick):
-            if args.only and args.only not in scenario.name:
+            if not wanted(scenario.name):
                 continue
             for client in scenario.clients:
                 repeats = max(args.repeats, scenario.repeats)
@@ -344,11 +350,9 @@ def main() -> None:
                     f"throttled {row['throttled_share']:5.1%}  rss {row['peak_rss_mb']:5.0f} MB",
                     flush=True,
                 )
-        neighbour_rows = neighbours.run(
-            start_emulator, args.repeats, lambda name: not args.only or args.only in name
-        )
+        neighbour_rows = neighbours.run(start_emulator, args.repeats, wanted)
         nightly_summary = None
-        if not args.only or args.only in "nightly re-sync":
+        if wanted("nightly re-sync"):
             batches = 5_000 if args.quick else 10_000
             nightly_summary = nightly.run(start_emulator, batches, args.repeats)
             print(nightly.markdown(nightly_summary), flush=True)
@@ -365,11 +369,30 @@ def main() -> None:
         f"emulator: {meta['emulator_rps']:,.0f} requests/s served, "
         f"{meta['emulator_rps_per_core']:,.0f} per CPU second"
     )
+    if args.only and (RESULTS / "results.json").exists():
+        # A partial run replaces its own scenarios' rows and keeps the rest of the last.
+        rows, meta = _merged(orjson.loads((RESULTS / "results.json").read_bytes()), rows, meta)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "results.json").write_bytes(
         orjson.dumps({"meta": meta, "rows": rows}, option=orjson.OPT_INDENT_2)
     )
     publish(rows, meta)
+
+
+def _merged(
+    saved: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    ran = {r["scenario"] for r in rows}
+    rows = [r for r in saved["rows"] if r["scenario"] not in ran] + rows
+    ran_shared = {r["scenario"] for r in meta["neighbours"]}
+    kept = [r for r in saved["meta"].get("neighbours") or [] if r["scenario"] not in ran_shared]
+    meta["neighbours"] = kept + meta["neighbours"]
+    meta["nightly"] = meta["nightly"] or saved["meta"].get("nightly")
+    order = [s.name for s in scenarios(False)]
+    rows.sort(key=lambda r: order.index(r["scenario"]) if r["scenario"] in order else len(order))
+    shared = [s.name for s in neighbours.SCENARIOS]
+    meta["neighbours"].sort(key=lambda r: shared.index(r["scenario"]))
+    return rows, meta
 
 
 def publish(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:

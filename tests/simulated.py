@@ -93,7 +93,8 @@ def run(
     events: list[tuple[float, int, str, int, float]] = []
     for i, c in enumerate(clients):
         if c.rate is None:
-            c.rate = AdaptiveRate(c.max_rps, clock=clock)
+            pacing = random.Random(f"{service.seed} {i}")
+            c.rate = AdaptiveRate(c.max_rps, clock=clock, uniform=pacing.random)
         heapq.heappush(events, (start + c.delay, next(seq), "tick", i, 0.0))
     idle = [c.concurrency for c in clients]
     ticking = [True] * len(clients)

@@ -33,18 +33,21 @@ def test_idle_quota_nearly_all_of_it_and_almost_no_throttles(instant: bool) -> N
         for pages in (300, 600):
             client = Client(pages)
             elapsed = run(Service([(0, 10, 10)], instant_throttles=instant, seed=seed), [client])
-            assert share(client, 10, 10, elapsed) >= 0.975, (seed, pages)
+            # The start costs a short run more: what the first estimate held back.
+            assert share(client, 10, 10, elapsed) >= (0.97 if pages < 600 else 0.985)
             assert client.throttled / client.sent <= 0.01, (seed, pages, client.throttled_at)
 
 
 @pytest.mark.parametrize("quota", [5, 20, 100])
 def test_other_quotas_are_found_and_held(quota: float) -> None:
-    client = Client(int(quota * 60))
-    elapsed = run(Service([(0, quota, quota)]), [client])
-    assert share(client, quota, quota, elapsed) >= 0.95
-    # What was on its way when the first throttle came back is throttled too: at 100
-    # req/s, 10 or 20 requests, once.
-    assert client.throttled / client.sent <= 0.03
+    for seed in range(4):
+        client = Client(int(quota * 60))
+        elapsed = run(Service([(0, quota, quota)], seed=seed), [client])
+        # At 5 req/s a second's burst is 5 requests: the start's margin costs more of it.
+        assert share(client, quota, quota, elapsed) >= (0.92 if quota < 10 else 0.95)
+        # What was on its way when the first throttle came back is throttled too: at 100
+        # req/s, 10 or 20 requests, once.
+        assert client.throttled / client.sent <= 0.03
 
 
 @ANSWERS
@@ -104,7 +107,8 @@ def test_the_start_credit_goes_out_as_answers_come_back() -> None:
     rate.on_success(0.0)
     assert [rate.take() for _ in range(3)][:2] == [0.0, 0.0]  # two more per answer
     clock.now = 1.0  # answers that never come do not hold the credit back for long
-    assert [rate.take() for _ in range(7)] == [0.0] * 7
+    assert [rate.take() for _ in range(2)] == [0.0] * 2
+    assert rate.take() > 0  # the credit is out: now the rate applies
 
 
 def test_a_late_start_into_an_emptied_bucket_costs_few_throttles() -> None:

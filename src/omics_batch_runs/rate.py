@@ -5,9 +5,12 @@ this causes also empties the bucket for whoever else calls at that moment. Backi
 request cannot find a rate (every task waits on its own and they all come back together),
 so one controller shared by every pagination paces the requests:
 
-- Start: 10 requests (a second's worth at the documented 10 req/s), released as answers
-  come back, so that few are throttled if another client already emptied the bucket; then
-  10 req/s, doubling every 100 ms until the first throttle.
+- Start: 5 requests (half a second's worth at the documented 10 req/s), released as
+  answers come back, so that two exports starting together do not both overdraw one
+  bucket; then 10 req/s, doubling every 100 ms until the first throttle. While one
+  request at a time is well over 10 req/s and what was sent would fit a documented
+  bucket, the ramp sends one at a time: the request that finds the bucket dry is the only
+  one on its way, so the start costs one throttle.
 - First estimate, at the first throttle: the bucket was full at the start, assumed to hold
   a second's worth (as AWS's do), so the quota is what got through over a second plus the
   time since the first request. That assumes the account to itself, so the rate drops to
@@ -18,9 +21,12 @@ so one controller shared by every pagination paces the requests:
   what the bucket refilled: the quota, or less if it overflowed while this held below it.
   Over the last seconds alone, what got through less a second's worth the bucket may have
   held is at most the quota too: after a rise, that shows it at once.
-- Hold: just under the measure (1%, or more for a measure of few requests), for 200
-  requests (20 s at 10 req/s). A probe costs about one throttle, so this keeps throttles
-  near 0.5%, and the bucket never runs dry for anyone else in between.
+- Hold: just under the measure (1%, or more for a measure of few requests), for 250
+  requests (25 s at 10 req/s, 30 s at most). A probe costs about one throttle, so this
+  keeps throttles near 0.5%, and the bucket never runs dry for anyone else in between.
+  Sends are paced with a little jitter: when the bucket is empty, a client paced evenly
+  wins nearly every new token against one that calls less often, and never sees the
+  throttles it causes; with jitter, it loses its share of the races and sees them.
 - Probe: then the rate grows (cubic) above the measure until a throttle measures again: a
   raised quota is found at the next probe, a lowered one at once. A measure far above the
   last one (the quota rose, or a client left) probes again a second later.
@@ -32,6 +38,7 @@ so one controller shared by every pagination paces the requests:
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -41,15 +48,16 @@ import anyio
 from .options import check_max_rps
 
 _INITIAL = 10.0  # requests/s: the documented quota, where the start begins
-_START_CREDIT = 10.0  # requests that may go before the rate applies
+_START_CREDIT = 5.0  # requests that may go before the rate applies: half a bucket
 _CREDIT_WAIT = 1.0  # seconds the start credit waits for answers, at most
 _CREDIT_NAP = 0.005  # seconds between looks for them
 _START_DOUBLING = 0.1  # seconds per doubling before the first throttle
+_ONE_AT_A_TIME = 1.5  # times the documented quota one request at a time must reach
 _BURST = 1.0  # seconds of quota a full bucket is assumed to hold, at most
 _START_SHARE = 0.6  # of the first estimate held at first,
 _START_HOLD = 0.5  # for this many seconds,
 _START_RAMP = 1.5  # then back up to it over this many,
-_FIRST_PROBE = 8.0  # and the first probe this many seconds after the first throttle
+_FIRST_PROBE = 5.0  # and the first probe this many seconds after the first throttle
 _IDLE = 1.0  # seconds without a send after which the bucket is taken to be full again
 _LOOKBACK = 120.0  # seconds of successes kept to measure over
 _WINDOWS = (1.0, 2.0, 4.0, 8.0)  # seconds before a throttle that also measure
@@ -61,7 +69,9 @@ _MAX_MARGIN = 0.15  # but by no more than this share
 _DIP = 0.95  # share held just after a cut, while the bucket refills for everyone
 _DIP_TIME = 0.5  # seconds
 _PAUSE = 1.0  # requests not sent after a cut, so that the bucket holds one again
-_HOLD_REQUESTS = 200.0  # requests between two probes (at 10 req/s or more)
+_HOLD_REQUESTS = 250.0  # requests between two probes (at 10 req/s or more)
+_HOLD_FLOOR = 5.0  # requests/s: below it, probe as if at it
+_SPAN_HOLD = 3.0  # times a short measure's span held before the next probe
 _MIN_HOLD, _MAX_HOLD = 1.0, 30.0  # seconds between a cut and the next probe
 _RISE = 1.0  # seconds' worth of the estimate through beyond it: capacity was freed
 _PROBE_TIME = 3.0  # seconds for a probe to add the quota (or 10 req/s) again
@@ -69,6 +79,7 @@ _FLOOR = 0.5  # requests/s: never slower than this
 _CEILING = 100_000.0  # requests/s: never faster (beyond any quota, and keeps waits finite)
 _MIN_WAIT = 1e-6  # seconds: the shortest wait reported, so that waiting always moves time
 _MAX_NAP = 0.05  # seconds a waiter sleeps before it looks at the rate again
+_JITTER = 0.5  # requests: each send lands anywhere in a slot this wide after its turn
 
 
 class AdaptiveRate:
@@ -80,12 +91,16 @@ class AdaptiveRate:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        uniform: Callable[[], float] = random.random,
     ) -> None:
         check_max_rps(max_rps)
         self.max_rps = max_rps
         self._clock = clock
         self._last_read = -math.inf
         self._sleep = sleep
+        self._uniform = uniform
+        self._jitter = 0.0
+        self._rtt = 0.0
         self._lock = anyio.Lock(fast_acquire=True)
         self._quota: float | None = None  # None: slow start
         self._margin = 0.0  # below the quota measured, for a request more or less in it
@@ -182,7 +197,20 @@ class AdaptiveRate:
             # The start credit goes out as answers come back, twice as many each time: if
             # another client already emptied the bucket, few are throttled, not all of it.
             return _CREDIT_NAP
-        self._tokens = max(0.0, self._tokens - 1.0)
+        if (
+            self._quota is None
+            and self._ramp_from is not None
+            and 0.0 < self._rtt * _INITIAL * _ONE_AT_A_TIME < 1.0
+            and self._sent <= _INITIAL * (_BURST + now - self._first_sent) + 2
+            and self._unanswered(max(self._ramp_from, now - _CREDIT_WAIT) - 1e-9, now + 1.0)
+        ):
+            # While one request at a time is well over the documented quota, and all sent
+            # would fit its bucket, the ramp sends one at a time: when the bucket runs dry,
+            # no other request is on its way to be throttled too.
+            return _CREDIT_NAP
+        jitter = _JITTER * self._uniform() if self._quota is not None else 0.0
+        self._tokens = max(0.0, self._tokens - 1.0) - (jitter - self._jitter)
+        self._jitter = jitter
         if self._tokens < 1.0 and self._ramp_from is None:
             self._ramp_from = now
         self._sent += 1
@@ -209,6 +237,9 @@ class AdaptiveRate:
         its bucket ran dry must not count towards what it refills after.
         """
         self._successes.append(sent_at)
+        answered = self._now() - sent_at
+        if answered > 0.0:
+            self._rtt = answered if self._rtt == 0.0 else min(self._rtt, answered)
         _forget_before(self._successes, self._now() - _LOOKBACK)
 
     def _succeeded_since(self, start: float) -> int:
@@ -264,7 +295,7 @@ class AdaptiveRate:
         self._margin = min(_MARGIN_REQUESTS / succeeded, _MAX_MARGIN)
         self._measured_at = now
         self._exact = True
-        self._cut(now, _MIN_HOLD if rose else max(_MIN_HOLD, min(self._hold(), 2.0 * span)))
+        self._cut(now, _MIN_HOLD if rose else max(_MIN_HOLD, min(self._hold(), _SPAN_HOLD * span)))
 
     def _first_throttle(self, now: float, sent_at: float, current: float) -> None:
         """The first estimate; the first probe, measuring from this empty bucket, follows."""
@@ -296,7 +327,7 @@ class AdaptiveRate:
 
     def _hold(self) -> float:
         """Seconds between a cut and the next probe: a probe costs about one throttle."""
-        quota = max(self._quota or 0.0, _INITIAL)
+        quota = max(self._quota or 0.0, _HOLD_FLOOR)
         return min(max(_HOLD_REQUESTS / quota, _MIN_HOLD), _MAX_HOLD)
 
 
