@@ -53,6 +53,7 @@ class Neighbour:
     """Another tool on the account: a steady `rps`, throttles not retried."""
 
     rps: float
+    delay: float = 0.0  # seconds after the clients it starts
     sent: int = 0
     throttled: int = 0
 
@@ -99,7 +100,8 @@ def run(
     idle = [c.concurrency for c in clients]
     ticking = [True] * len(clients)
     if neighbour is not None:
-        heapq.heappush(events, (start + rng.uniform(0, 1 / neighbour.rps), next(seq), "nb", -1, 0))
+        first = start + neighbour.delay + rng.uniform(0, 1 / neighbour.rps)
+        heapq.heappush(events, (first, next(seq), "nb", -1, 0))
 
     def take(now: float) -> bool:
         nonlocal tokens, stamp, rate_now, burst
