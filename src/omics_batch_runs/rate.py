@@ -70,7 +70,7 @@ _DIP = 0.95  # share held just after a cut, while the bucket refills for everyon
 _DIP_TIME = 0.5  # seconds
 _PAUSE = 1.0  # requests not sent after a cut, so that the bucket holds one again
 _HOLD_REQUESTS = 250.0  # requests between two probes (at 10 req/s or more)
-_HOLD_FLOOR = 5.0  # requests/s: below it, probe as if at it
+_HOLD_FLOOR = 5.0  # requests/s: a smaller share probes as often as this would
 _SPAN_HOLD = 3.0  # times a short measure's span held before the next probe
 _MIN_HOLD, _MAX_HOLD = 1.0, 30.0  # seconds between a cut and the next probe
 _RISE = 1.0  # seconds' worth of the estimate through beyond it: capacity was freed
@@ -99,8 +99,8 @@ class AdaptiveRate:
         self._last_read = -math.inf
         self._sleep = sleep
         self._uniform = uniform
-        self._jitter = 0.0
-        self._rtt = 0.0
+        self._jitter = 0.0  # of the last send, in requests after its turn
+        self._rtt = 0.0  # the quickest answer yet; 0: none yet
         self._lock = anyio.Lock(fast_acquire=True)
         self._quota: float | None = None  # None: slow start
         self._margin = 0.0  # below the quota measured, for a request more or less in it
