@@ -95,7 +95,7 @@ def run(
     for i, c in enumerate(clients):
         if c.rate is None:
             pacing = random.Random(f"{service.seed} {i}")
-            c.rate = AdaptiveRate(c.max_rps, clock=clock, uniform=pacing.random)
+            c.rate = AdaptiveRate(c.max_rps, clock=clock, rng=pacing)
         heapq.heappush(events, (start + c.delay, next(seq), "tick", i, 0.0))
     idle = [c.concurrency for c in clients]
     ticking = [True] * len(clients)

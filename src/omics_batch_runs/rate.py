@@ -91,14 +91,14 @@ class AdaptiveRate:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        uniform: Callable[[], float] = random.random,
+        rng: random.Random | None = None,
     ) -> None:
         check_max_rps(max_rps)
         self.max_rps = max_rps
         self._clock = clock
         self._last_read = -math.inf
         self._sleep = sleep
-        self._uniform = uniform
+        self._rng = rng if rng is not None else random.Random()
         self._jitter = 0.0  # of the last send, in requests after its turn
         self._rtt = 0.0  # the quickest answer yet; 0: none yet
         self._lock = anyio.Lock(fast_acquire=True)
@@ -208,7 +208,7 @@ class AdaptiveRate:
             # would fit its bucket, the ramp sends one at a time: when the bucket runs dry,
             # no other request is on its way to be throttled too.
             return _CREDIT_NAP
-        jitter = _JITTER * self._uniform() if self._quota is not None else 0.0
+        jitter = _JITTER * self._rng.random() if self._quota is not None else 0.0
         self._tokens = max(0.0, self._tokens - 1.0) - (jitter - self._jitter)
         self._jitter = jitter
         if self._tokens < 1.0 and self._ramp_from is None:
