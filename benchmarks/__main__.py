@@ -332,6 +332,10 @@ def main() -> None:
     def wanted(name: str) -> bool:
         return not args.only or any(part in name for part in args.only)
 
+    names = [s.name for s in scenarios(args.quick)] + [s.name for s in neighbours.SCENARIOS]
+    if not any(wanted(name) for name in [*names, "nightly re-sync"]):
+        parser.error(f"--only matches no scenario: {', '.join(args.only)}")
+
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         ids_file = Path(tmp) / "ids.txt"

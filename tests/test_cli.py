@@ -223,6 +223,7 @@ def test_no_region_is_one_line_and_nothing_is_created(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.delenv("AWS_REGION", raising=False)
     out = tmp_path / "out.jsonl"
     code = run(
         ["export", served.batch_ids[0], "-o", str(out), "--endpoint-url", served.endpoint_url]
@@ -230,6 +231,19 @@ def test_no_region_is_one_line_and_nothing_is_created(
     err = capsys.readouterr().err
     assert code == 2 and "no AWS Region" in err and err.count("\n") == 1
     assert not out.exists() and served.counters.requests == {}
+
+
+def test_the_region_may_come_from_aws_region(
+    served: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # botocore reads AWS_DEFAULT_REGION only; the error above names AWS_REGION.
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    out = tmp_path / "out.jsonl"
+    code = run(
+        ["export", served.batch_ids[0], "-o", str(out), "--endpoint-url", served.endpoint_url]
+    )
+    assert code == 0 and out.read_bytes()
 
 
 def test_a_closed_standard_output_is_refused(served: Emulator) -> None:

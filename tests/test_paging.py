@@ -237,6 +237,8 @@ async def test_bad_input_is_refused_before_any_request(emulator: Emulator) -> No
         await collect(emulator.batch_ids, emulator, page_size=101)
     with pytest.raises(InvalidInput, match="cap"):  # a cap that would be silently ignored
         await collect(emulator.batch_ids, emulator, rate=AdaptiveRate(), max_rps=3)
+    with pytest.raises(InvalidInput, match="AdaptiveRate"):
+        await collect(emulator.batch_ids, emulator, rate=5)
     assert emulator.counters.requests == {}
 
 

@@ -170,6 +170,12 @@ def test_a_cap_that_is_no_positive_number_is_refused(bad: object) -> None:
         AdaptiveRate(max_rps=bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("bad", [42, lambda: 0.5])
+def test_a_jitter_source_that_is_no_random_is_refused(bad: object) -> None:
+    with pytest.raises(InvalidInput, match=r"random\.Random"):
+        AdaptiveRate(rng=bad)  # type: ignore[arg-type]
+
+
 def test_throttles_of_requests_sent_before_a_cut_are_ignored() -> None:
     clock = Clock()
     rate = AdaptiveRate(clock=clock)

@@ -273,10 +273,14 @@ async def _session(kw: dict[str, Any]) -> AioSession:
             kw["region"] = kw["region"] or "us-east-1"
         elif await session.get_credentials() is None:
             _fail("no AWS credentials found: set AWS_PROFILE, --profile or AWS_* variables")
-        region = kw["region"] or session.get_config_variable("region")
+        # botocore reads AWS_DEFAULT_REGION only; the AWS CLI v2 and the SDKs read AWS_REGION.
+        region = (
+            kw["region"] or os.environ.get("AWS_REGION") or session.get_config_variable("region")
+        )
         if not region:
             _fail("no AWS Region: give --region, or set AWS_REGION or the profile's region")
         validate_region_name(region)
+        kw["region"] = region
     except BotoCoreError as e:  # an unknown profile, a broken config file, a bad Region...
         _fail(redact(str(e)))
     return session

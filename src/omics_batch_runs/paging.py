@@ -144,6 +144,8 @@ class PageStream:
             "region_name": region_name,
             "pool": self.options.concurrency,
         }
+        if rate is not None and not isinstance(rate, AdaptiveRate):
+            raise InvalidInput(f"rate must be an AdaptiveRate, not {type(rate).__name__}")
         if rate is not None and self.options.max_rps is not None:
             raise InvalidInput("give the cap to the AdaptiveRate passed as rate, not max_rps too")
         self._rate = rate if rate is not None else AdaptiveRate(self.options.max_rps)

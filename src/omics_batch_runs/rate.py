@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from .errors import InvalidInput
 from .options import check_max_rps
 
 _INITIAL = 10.0  # requests/s: the documented quota, where the start begins
@@ -94,6 +95,8 @@ class AdaptiveRate:
         rng: random.Random | None = None,
     ) -> None:
         check_max_rps(max_rps)
+        if rng is not None and not isinstance(rng, random.Random):
+            raise InvalidInput(f"rng must be a random.Random, not {type(rng).__name__}")
         self.max_rps = max_rps
         self._clock = clock
         self._last_read = -math.inf
