@@ -240,10 +240,10 @@ class AdaptiveRate:
         its bucket ran dry must not count towards what it refills after.
         """
         self._successes.append(sent_at)
-        answered = self._now() - sent_at
-        if answered > 0.0:
+        now = self._now()  # after the append: a clock that went back moves it too
+        if (answered := now - sent_at) > 0.0:
             self._rtt = answered if self._rtt == 0.0 else min(self._rtt, answered)
-        _forget_before(self._successes, self._now() - _LOOKBACK)
+        _forget_before(self._successes, now - _LOOKBACK)
 
     def _succeeded_since(self, start: float) -> int:
         return sum(1 for t in self._successes if t > start)
