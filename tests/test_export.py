@@ -198,23 +198,10 @@ def _wait_for(path: Path, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def _export_command(url: str, out: Path, ck: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "omics_batch_runs",
-        "export",
-        "--all-batches",
-        "--endpoint-url",
-        url,
-        "-o",
-        str(out),
-        "--checkpoint",
-        str(ck),
-        "--concurrency",
-        "4",
-        "--no-progress",
-    ]
+def _export_command(url: str, out: Path, ck: Path | None) -> list[str]:
+    command = [sys.executable, "-m", "omics_batch_runs", "export", "--all-batches"]
+    command += ["--endpoint-url", url, "-o", str(out), "--concurrency", "4", "--no-progress"]
+    return command if ck is None else [*command, "--checkpoint", str(ck)]
 
 
 def _served(url: str) -> int:
@@ -287,6 +274,26 @@ def test_sigterm_saves_and_exits_130_then_resumes(tmp_path: Path) -> None:
         runs = read_lines(out)
         assert runs[: len(partial)] == partial
         assert by_key(runs) == by_key(expected)
+    finally:
+        emulator.send_signal(signal.SIGINT)
+        emulator.wait(10)
+
+
+def test_an_interrupted_export_without_a_checkpoint_does_not_promise_a_resume(
+    tmp_path: Path,
+) -> None:
+    emulator, url = _start_emulator("--batches", "30", "--seed", "6", "--rate", "60")
+    try:
+        out = tmp_path / "runs.jsonl"
+        export = subprocess.Popen(
+            _export_command(url, out, None), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        _wait_for(out)
+        export.send_signal(signal.SIGTERM)
+        _, err = export.communicate(timeout=30)
+        assert export.returncode == 130, err
+        assert b"resume with the same command" not in err
+        assert b"add --checkpoint to resume" in err
     finally:
         emulator.send_signal(signal.SIGINT)
         emulator.wait(10)

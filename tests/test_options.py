@@ -25,6 +25,8 @@ def test_bad_batch_ids(bad: object) -> None:
         ({"submission_status": "DONE"}, "unknown submission status"),
         ({"run_id": ""}, "must not be empty"),
         ({"max_rps": 0}, "max rps"),
+        ({"max_rps": 1e-300}, "max rps must be a number from 0.001 to 100000"),
+        ({"max_rps": 1e6}, "max rps"),
         ({"max_attempts": 0}, "max attempts"),
     ],
 )

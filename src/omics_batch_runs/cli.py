@@ -34,7 +34,7 @@ from .export import ExportProgress, prepare, run_export
 from .failures import as_csv, failures
 from .logs import json_line, redact, setup_logging
 from .mirror import MirrorError
-from .options import FetchOptions, Selection, check_batch_id
+from .options import MAX_MAX_RPS, MIN_MAX_RPS, FetchOptions, Selection, check_batch_id
 from .progress import LiveProgress, Report, failures_table, summary, sync_summary
 from .resubmit import read_settings, resubmission
 from .service import BATCH_STATUSES, FAILURE_REASONS, SUBMISSION_STATUSES
@@ -138,7 +138,7 @@ _SHARED = (
     ),
     click.option(
         "--max-rps",
-        type=click.FloatRange(min=0, min_open=True, max=100_000),
+        type=click.FloatRange(MIN_MAX_RPS, MAX_MAX_RPS),
         help="Never exceed this many requests/s (leave quota to other tools).",
     ),
     click.option(
@@ -244,7 +244,7 @@ def export(**kw: Any) -> None:
     does); 1 some batches failed (the others are complete); 2 bad usage or input; 3 the
     output or checkpoint could not be written (rerun the same command once fixed);
     4 the service could not be used (unreachable, or ListBatch refused); 130 interrupted
-    (resume with the same command).
+    (with --checkpoint, the same command resumes).
     """
     ids, discover = _selection(kw, *RUN_FILTERS[1:])
     _one_of(kw, RUN_FILTERS)
@@ -328,7 +328,12 @@ async def _export(
         return EXIT_OK
     state = "complete"
     if interrupted:
-        state = "interrupted (resume with the same command)"
+        state = (
+            "interrupted (resume with the same command)"
+            if kw["checkpoint"]
+            else "interrupted (nothing saved to resume from: the same command starts over;"
+            " add --checkpoint to resume)"
+        )
     elif progress.failed:
         state = f"{len(progress.failed)} batch(es) failed"
     report.summary(summary(progress, state))

@@ -27,10 +27,17 @@ def _number(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# A cap on requests/s: below one request in about 17 minutes an export never ends; above
+# any quota is no cap at all.
+MIN_MAX_RPS, MAX_MAX_RPS = 0.001, 100_000.0
+
+
 def check_max_rps(value: object) -> None:
-    """A cap on requests/s: None (no cap) or a positive, finite number."""
-    if value is not None and (not _number(value) or not 0 < value < math.inf):
-        raise InvalidInput(f"max rps must be a positive number, not {value!r}")
+    """A cap on requests/s: None (no cap) or a number in the range above."""
+    if value is not None and (not _number(value) or not MIN_MAX_RPS <= value <= MAX_MAX_RPS):
+        raise InvalidInput(
+            f"max rps must be a number from {MIN_MAX_RPS} to {MAX_MAX_RPS:.0f}, not {value!r}"
+        )
 
 
 @dataclass(frozen=True)

@@ -258,7 +258,8 @@ def test_quota_changes_and_a_neighbour_through_control_endpoints() -> None:
         assert c.requests == {} and c.throttled == 0
         bad_ones = ("quota?rate=-1", "quota?rate=1&burst=0", "quota?rate=x", "quota?burst=5")
         bad_ones += ("quota?rate=nan", "quota?rate=10&burst=inf", "neighbour?rps=-2")
-        bad_ones += ("neighbour", "neighbour?rps=inf")
+        bad_ones += ("neighbour", "neighbour?rps=inf", "quota?rate=none&burst=5")
+        bad_ones += ("quota?rate=5&rate=20", "quota?rate=5&brust=5", "neighbour?rps=1&rate=2")
         for bad in bad_ones:
             with pytest.raises(urllib.error.HTTPError, match="400"):
                 _put(f"{url}/_emulator/{bad}")

@@ -198,11 +198,9 @@ class EmulatorApp:
     async def quota_view(self, request: web.Request) -> web.Response:
         """Not an AWS API: `?rate=20[&burst=20]` changes the quota now (`rate=none`: none)."""
         try:
-            given = request.query.get("rate")
-            if given is None:
-                raise ValueError("rate: requests/s, or none")
-            rate = None if given == "none" else float(given)
-            burst = float(request.query["burst"]) if "burst" in request.query else None
+            query = _query(request, required="rate", optional="burst")
+            rate = None if query["rate"] == "none" else float(query["rate"])
+            burst = float(query["burst"]) if "burst" in query else None
             self.behaviour.set_quota(rate, burst)
         except ValueError as e:
             raise web.HTTPBadRequest(text=str(e)) from None
@@ -211,9 +209,7 @@ class EmulatorApp:
     async def neighbour_view(self, request: web.Request) -> web.Response:
         """Not an AWS API: `?rps=3` starts another tool's steady calls on the quota (0 stops)."""
         try:
-            if "rps" not in request.query:
-                raise ValueError("rps: calls/s, 0 to stop")
-            rps = float(request.query["rps"])
+            rps = float(_query(request, required="rps")["rps"])
             self.set_neighbour(rps)
         except ValueError as e:
             raise web.HTTPBadRequest(text=str(e)) from None
@@ -593,3 +589,16 @@ def _end(batches: list[Batch]) -> int:
 def _body(key: str, listing: bytes, token: str | None) -> bytes:
     tail = b"}" if token is None else b',"nextToken":"' + token.encode() + b'"}'
     return b'{"' + key.encode() + b'":' + listing + tail
+
+
+def _query(request: web.Request, *, required: str, optional: str = "") -> dict[str, str]:
+    """A control call's parameters, each once, none unknown: a typo must not pass unseen."""
+    known = {required, optional} - {""}
+    for name in request.query:
+        if name not in known:
+            raise ValueError(f"unknown parameter {name!r}; known: {', '.join(sorted(known))}")
+        if len(request.query.getall(name)) > 1:
+            raise ValueError(f"{name} given more than once")
+    if required not in request.query:
+        raise ValueError(f"{required} is required")
+    return dict(request.query)

@@ -44,6 +44,8 @@ class TokenBucket:
 
 
 def check_quota(rate: float | None, burst: float | None) -> None:
+    if rate is None and burst is not None:
+        raise ValueError("a burst needs a rate")
     if rate is not None and not (_number(rate) and 0 < rate < math.inf):
         raise ValueError(f"rate must be a number of requests/s above 0, not {rate!r}")
     if burst is not None and not (_number(burst) and 1 <= burst < math.inf):
