@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from botocore.exceptions import NoCredentialsError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -201,6 +202,19 @@ async def test_missing_batches_do_not_stop_the_others(emulator: Emulator) -> Non
     assert by_key(runs) == by_key(expected_runs(emulator))
     assert sorted(e.batch_id for e in raised.value.errors) == ["998", "999"]
     assert {e.code for e in raised.value.errors} == {"ResourceNotFoundException"}
+
+
+async def test_no_credentials_is_raised_once_not_as_a_failure_of_every_batch(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    seen: list[BatchError] = []
+    with pytest.raises(NoCredentialsError):
+        await collect(emulator.batch_ids * 20, emulator, on_error=seen.append)
+    assert seen == [] and emulator.counters.requests == {}
+    assert client_tasks() == set()
 
 
 async def test_on_error_receives_failures_and_nothing_is_raised(emulator: Emulator) -> None:

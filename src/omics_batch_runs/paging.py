@@ -39,7 +39,15 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    SSOError,
+    TokenRetrievalError,
+)
 
 from .client import open_client
 from .dispatch import Dispatcher, check_retries_off
@@ -54,6 +62,15 @@ BatchIds = Iterable[str | int] | AsyncIterable[str | int]
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 P = ParamSpec("P")
+
+
+_NO_CREDENTIALS = (
+    NoCredentialsError,
+    PartialCredentialsError,
+    CredentialRetrievalError,
+    SSOError,
+    TokenRetrievalError,
+)
 
 
 @dataclass(frozen=True)
@@ -279,7 +296,7 @@ class PageStream:
                     await self._page_batch(dispatcher, batch_id, out)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return  # the reader has gone: nothing left to do
-            except Exception as exc:  # a bug: crash the fetch rather than report a batch
+            except Exception as exc:  # a bug, or no credentials: crash the fetch, once
                 await out.send(_Crash(exc))
 
     async def _page_batch(
@@ -294,6 +311,8 @@ class PageStream:
                 response = await dispatcher.call(
                     "list_runs_in_batch", params, f"ListRunsInBatch batch {batch_id}"
                 )
+            except _NO_CREDENTIALS:
+                raise  # no batch can be read: not one failure a batch, thousands of times
             except (ClientError, BotoCoreError) as exc:  # anything else is a bug: crash
                 stats.batches_failed += 1
                 await out.send(BatchError(batch_id, exc))
