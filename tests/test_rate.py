@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 import statistics
+import threading
 
+import anyio
+import anyio.to_thread
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omics_batch_runs import AdaptiveRate, InvalidInput
+from omics_batch_runs import AdaptiveRate, InvalidInput, UnsupportedEventLoop
 from omics_batch_runs.rate import _FLOOR
 
 from .simulated import Client, Clock, Neighbour, Service, run
@@ -174,6 +177,29 @@ def test_a_cap_that_is_no_positive_number_is_refused(bad: object) -> None:
 def test_a_jitter_source_that_is_no_random_is_refused(bad: object) -> None:
     with pytest.raises(InvalidInput, match=r"random\.Random"):
         AdaptiveRate(rng=bad)  # type: ignore[arg-type]
+
+
+def test_a_second_event_loop_at_once_is_refused_not_left_hanging() -> None:
+    rate = AdaptiveRate(max_rps=1000)
+    bound, finished = threading.Event(), threading.Event()
+
+    async def first() -> None:
+        await rate.acquire()
+        bound.set()
+        await anyio.to_thread.run_sync(finished.wait, 10)
+        await rate.acquire()  # its own loop still works
+
+    thread = threading.Thread(target=anyio.run, args=(first,))
+    thread.start()
+    try:
+        assert bound.wait(10)
+        with pytest.raises(UnsupportedEventLoop, match="one per event loop"):
+            anyio.run(rate.acquire)
+    finally:
+        finished.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    anyio.run(rate.acquire)  # one loop after another is fine
 
 
 def test_throttles_of_requests_sent_before_a_cut_are_ignored() -> None:

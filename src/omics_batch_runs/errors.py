@@ -16,7 +16,8 @@ class InvalidInput(OmicsBatchRunsError, ValueError):
 
 
 class UnsupportedEventLoop(OmicsBatchRunsError, RuntimeError):
-    """aiobotocore runs on asyncio only: under trio, say so at once instead of retrying."""
+    """aiobotocore runs on asyncio only: under trio, say so at once instead of retrying. And
+    an `AdaptiveRate` paces one event loop at a time."""
 
 
 def error_code(exc: BaseException) -> str:

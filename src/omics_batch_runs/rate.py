@@ -37,15 +37,17 @@ so one controller shared by every pagination paces the requests:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 import anyio
 
-from .errors import InvalidInput
+from .errors import InvalidInput, UnsupportedEventLoop
 from .options import check_max_rps
 
 _INITIAL = 10.0  # requests/s: the documented quota, where the start begins
@@ -105,6 +107,8 @@ class AdaptiveRate:
         self._jitter = 0.0  # of the last send, in requests after its turn
         self._rtt = 0.0  # the quickest answer yet; 0: none yet
         self._lock = anyio.Lock(fast_acquire=True)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one it paces
+        self._binding = threading.Lock()
         self._quota: float | None = None  # None: slow start
         self._margin = 0.0  # below the quota measured, for a request more or less in it
         self._exact = False  # whether the quota was measured from one empty bucket to another
@@ -227,11 +231,27 @@ class AdaptiveRate:
 
     async def acquire(self) -> float:
         """Wait for a send slot, first come first served; returns the send time."""
+        self._bind()
         async with self._lock:
             while (wait := self.take()) > 0:
                 # Short naps: a rate that grows, or is cut, applies to who already waits.
                 await self._sleep(min(wait, _MAX_NAP))
         return self._now()
+
+    def _bind(self) -> None:
+        """One event loop at a time: its lock cannot wake a waiter of another loop, and two
+        loops at once on one rate would wait for each other forever."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio: the lock's own backend
+            return
+        with self._binding:
+            if self._loop is not loop and self._loop is not None and self._loop.is_running():
+                raise UnsupportedEventLoop(
+                    "this AdaptiveRate paces another event loop, still running: make one per"
+                    " event loop (thread)"
+                )
+            self._loop = loop
 
     def on_success(self, sent_at: float) -> None:
         """A request sent at `sent_at` (from `acquire`) succeeded.
