@@ -208,6 +208,40 @@ def test_no_credentials_is_one_line(
     assert not out.exists()
 
 
+def test_an_sso_profile_not_logged_in_is_one_line_before_any_request(
+    served: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = tmp_path / "config"
+    config.write_text(
+        "[profile sso]\nregion = us-east-1\nsso_start_url = https://x.awsapps.com/start\n"
+        "sso_region = us-east-1\nsso_account_id = 123456789012\nsso_role_name = r\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no cached SSO token
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    out = tmp_path / "out.jsonl"
+    argv = ["export", served.batch_ids[0], "--profile", "sso", "-o", str(out)]
+    code = run([*argv, "--endpoint-url", served.endpoint_url])
+    err = capsys.readouterr().err
+    assert code == 2 and "SSO" in err and err.count("\n") == 1, err
+    assert not out.exists() and served.counters.requests == {}
+
+
+def test_a_control_character_in_a_key_is_one_line_before_any_request(
+    served: Emulator, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEMULATOR\nEXAMPLE")
+    argv = ["export", served.batch_ids[0], "-o", "/dev/null"]
+    code = run([*argv, "--endpoint-url", served.endpoint_url])
+    err = capsys.readouterr().err
+    assert code == 2 and "control character" in err and err.count("\n") == 1, err
+    assert "EXAMPLE" not in err and served.counters.requests == {}
+
+
 def test_unknown_profile_is_one_line(
     served: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

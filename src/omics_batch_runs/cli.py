@@ -264,6 +264,10 @@ def export(**kw: Any) -> None:
     sys.exit(code)
 
 
+def _unprintable(text: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
 async def _session(kw: dict[str, Any]) -> AioSession:
     """The session, with credentials and a valid Region, or one line and exit 2."""
     try:
@@ -271,8 +275,14 @@ async def _session(kw: dict[str, Any]) -> AioSession:
         if kw["emulator"]:
             session.set_credentials("emulator", "emulator")
             kw["region"] = kw["region"] or "us-east-1"
-        elif await session.get_credentials() is None:
+        elif (credentials := await session.get_credentials()) is None:
             _fail("no AWS credentials found: set AWS_PROFILE, --profile or AWS_* variables")
+        else:
+            # Loaded now (an SSO login, a role to assume), not at the first request; and
+            # checked: a stray newline in a key would fail every request, after retries.
+            frozen = await credentials.get_frozen_credentials()
+            if any(_unprintable(part) for part in frozen if part):
+                _fail("the AWS credentials hold a control character (a stray newline?)")
         # botocore reads AWS_DEFAULT_REGION only; the AWS CLI v2 and the SDKs read AWS_REGION.
         region = (
             kw["region"] or os.environ.get("AWS_REGION") or session.get_config_variable("region")

@@ -67,3 +67,6 @@ def setup_logging(level: str, fmt: str, console: Console) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
+    # Without a handler of its own, another library's warning (and its traceback) would
+    # reach stderr through logging's last resort.
+    logging.getLogger().addHandler(logging.NullHandler())
