@@ -99,6 +99,9 @@ class JsonLinesSink:
             self._file.close() if self._owned else self._file.flush()
 
 
+_NOT_REGULAR = "--checkpoint needs a regular output file; {} cannot be truncated"
+
+
 def open_sink(output: str, *, resume_at: int | None, checkpoint: bool) -> JsonLinesSink:
     """Open `output` ('-' is stdout) for an export; raises OutputRefused if it cannot serve.
 
@@ -123,6 +126,9 @@ def open_sink(output: str, *, resume_at: int | None, checkpoint: bool) -> JsonLi
         raise OutputRefused("zstd output is not supported; use .gz or plain .jsonl")
     if resume_at is not None and not path.exists():
         raise OutputRefused(f"the checkpoint has lines in {output}, which is gone")
+    if checkpoint and path.exists() and not path.is_file():
+        # Said before opening it: opening a FIFO waits for a reader, for ever if none comes.
+        raise OutputRefused(_NOT_REGULAR.format(output))
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)  # truncated once it is ours
     except OSError as e:
@@ -131,9 +137,7 @@ def open_sink(output: str, *, resume_at: int | None, checkpoint: bool) -> JsonLi
     regular = stat.S_ISREG(os.fstat(fd).st_mode)
     try:
         if checkpoint and not regular:
-            raise OutputRefused(
-                f"--checkpoint needs a regular output file; {output} cannot be truncated"
-            )
+            raise OutputRefused(_NOT_REGULAR.format(output))
         if regular:
             _take_over(file, output, resume_at or 0)
     except BaseException:
