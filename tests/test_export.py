@@ -335,15 +335,18 @@ def limit_file_size(size: int) -> Callable[[], None]:
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
 
-@pytest.mark.parametrize("resumable", [True, False])
+@pytest.mark.parametrize(
+    ("resumable", "name", "limit"),
+    [(True, "runs.jsonl", 3 << 20), (False, "runs.jsonl.gz", 1 << 18)],
+)
 def test_a_write_failing_midway_then_the_same_command_is_exactly_once(
-    tmp_path: Path, resumable: bool
+    tmp_path: Path, resumable: bool, name: str, limit: int
 ) -> None:
     """`ulimit -f`: the write fails mid-export. One line, exit 3, no stray file; the same
     command once the limit is lifted ends with every run exactly once."""
     slow = Behaviour(latency_ms=50)  # 40 pages/s, 1 MB/s: commits come before the limit
     with run_emulator_in_thread(Dataset(seed=4, runs_per_batch=2000, batches=12), slow) as emu:
-        out, ck = tmp_path / "runs.jsonl", tmp_path / "ck.json"
+        out, ck = tmp_path / name, tmp_path / "ck.json"
         command = [sys.executable, "-m", "omics_batch_runs", "export", "--all-batches"]
         command += ["--endpoint-url", emu.endpoint_url, "-o", str(out), "--concurrency", "2"]
         if resumable:
@@ -353,14 +356,16 @@ def test_a_write_failing_midway_then_the_same_command_is_exactly_once(
             capture_output=True,
             text=True,
             timeout=120,
-            preexec_fn=limit_file_size(3 << 20),
+            preexec_fn=limit_file_size(limit),
         )
         assert failed.returncode == 3, failed.stderr
         assert failed.stderr.splitlines() == [f"error: cannot write {out}: File too large"]
-        assert {p.name for p in tmp_path.iterdir()} <= {"runs.jsonl", "ck.json"}
+        assert {p.name for p in tmp_path.iterdir()} <= {name, "ck.json"}
+        # Cut back to its last commit: whole lines (and gzip members), none half there.
+        assert 0 < out.stat().st_size < limit and read_lines(out)
         if resumable:
             committed = orjson.loads(ck.read_bytes())["offset"]
-            assert 0 < committed <= out.stat().st_size == 3 << 20  # resumes, not starts again
+            assert 0 < committed <= out.stat().st_size  # resumes, not starts again
         slow.latency_ms = 0
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr

@@ -4,8 +4,9 @@
 found first. `commit()` ends what was written at a line (and gzip member) boundary and
 returns the file's size; for a regular file that an export resumes, it also makes the data
 durable (fsync, in a thread), so a checkpoint saved after it never claims a line that is
-not on disk. A resumed export truncates the file back to the committed size, so a line is
-never half there. A gzip file is a series of gzip members, one per commit.
+not on disk. Closing a regular file cuts it back to the last commit (a failed write, an
+interrupt), and a resumed export to its checkpoint's, so a line is never half there. A gzip
+file is a series of gzip members, one per commit.
 """
 
 from __future__ import annotations
@@ -47,13 +48,21 @@ class JsonLinesSink:
     """Writes runs as JSON lines to an open binary file."""
 
     def __init__(
-        self, file: BinaryIO, name: str, *, gzip: bool, durable: bool, owned: bool = True
+        self,
+        file: BinaryIO,
+        name: str,
+        *,
+        gzip: bool,
+        durable: bool,
+        owned: bool = True,
+        committed: int | None = None,
     ) -> None:
         self.name = name
         self._owned = owned  # stdout is flushed, never closed
         self._file = file
         self._gzip = gzip
         self._durable = durable
+        self._committed = committed  # a regular file's size at the last commit, else None
         self._zip: Any = None
         self.broken = False  # a write failed: nothing more is written or committed
 
@@ -86,6 +95,8 @@ class JsonLinesSink:
                 self._file.write(self._zip.flush(zlib.Z_FINISH))
                 self._zip = None
             self._file.flush()
+            if self._committed is not None:
+                self._committed = self._file.tell()
             if self._durable:
                 await anyio.to_thread.run_sync(os.fsync, self._file.fileno())
                 return self._file.tell()
@@ -94,9 +105,16 @@ class JsonLinesSink:
         return 0
 
     def close(self) -> None:
-        """Close without committing: what was not committed is truncated on resume."""
+        """Close without committing. A regular file is cut back to its last commit, so that
+        it ends on a whole line (and gzip member), whatever stopped the writing."""
+        committed = self._committed if self._owned else None
+        keep = None if committed is None else os.dup(self._file.fileno())  # and its lock
         with suppress(OSError):  # its buffer could not be written: it was never committed
             self._file.close() if self._owned else self._file.flush()
+        if keep is not None and committed is not None:
+            with suppress(OSError):
+                os.ftruncate(keep, committed)
+            os.close(keep)
 
 
 _NOT_REGULAR = "--checkpoint needs a regular output file; {} cannot be truncated"
@@ -143,7 +161,13 @@ def open_sink(output: str, *, resume_at: int | None, checkpoint: bool) -> JsonLi
     except BaseException:
         file.close()
         raise
-    return JsonLinesSink(file, output, gzip=suffix == ".gz", durable=checkpoint and regular)
+    return JsonLinesSink(
+        file,
+        output,
+        gzip=suffix == ".gz",
+        durable=checkpoint and regular,
+        committed=(resume_at or 0) if regular else None,
+    )
 
 
 def _take_over(file: BinaryIO, output: str, offset: int) -> None:
