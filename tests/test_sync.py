@@ -207,6 +207,12 @@ def run_cli(argv: list[str]) -> int:
     return code if isinstance(code, int) else 1
 
 
+def test_an_unreachable_endpoint_ends_with_4_as_the_export_does(tmp_path: Path) -> None:
+    dead = ["--endpoint-url", "http://127.0.0.1:9", "--max-attempts", "2"]
+    for selection in (["1", "2"], ["--all-batches"]):
+        assert run_cli(["sync", *selection, *dead, "--db", str(tmp_path / "m.db")]) == 4
+
+
 @pytest.mark.parametrize(
     ("db", "message"),
     [

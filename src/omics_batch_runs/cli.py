@@ -469,6 +469,12 @@ async def _sync(
         report.failed(failure)
     if interrupted:
         return EXIT_INTERRUPTED
+    if (
+        result.failed
+        and len(result.failed) == result.batches
+        and all(map(_unreachable, result.failed))
+    ):
+        return EXIT_SERVICE
     return EXIT_FAILED_BATCHES if result.failed else EXIT_OK
 
 
