@@ -29,6 +29,24 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--latency-ms", "nan"], "nan is not a finite number"),
+        (["--timeout-rate", "0.5", "--error-rate", "0.4", "--drop-rate", "0.3"], "add up to"),
+        (["--fault-rate", "0.9", "--drop-rate", "0.9"], "add up to more than 1"),
+        (["--batches", "100000000"], "not in the range 0<=x<=1000000"),
+        (["--burst", "5"], "--burst needs --rate"),
+    ],
+)
+def test_bad_emulator_input(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert run(["emulator", "--port", "0", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
         (["abc"], "invalid batch id 'abc'"),
         (["1" * 19], "invalid batch id"),
         (["{id}", "--page-size", "101"], "'--page-size': 101 is not in the range 1<=x<=100"),

@@ -638,7 +638,11 @@ def _finite(_: click.Context, __: click.Parameter, value: float | None) -> float
     "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free."
 )
 @click.option(
-    "--batches", type=click.IntRange(0), default=20, show_default=True, help="Batches served."
+    "--batches",
+    type=click.IntRange(0, 1_000_000),
+    default=20,
+    show_default=True,
+    help="Batches served.",
 )
 @click.option(
     "--runs-per-batch", type=click.IntRange(0, 100_000), help="Every batch this size (else mixed)."
@@ -666,6 +670,7 @@ def _finite(_: click.Context, __: click.Parameter, value: float | None) -> float
 @click.option(
     "--latency-ms",
     type=click.FloatRange(min=0),
+    callback=_finite,
     default=0.0,
     show_default=True,
     help="Time to answer each request (20% jitter).",
@@ -700,6 +705,9 @@ def emulator(**kw: Any) -> None:
 
     def share(name: str) -> float:
         return float(third if kw[name] is None else kw[name])
+
+    if sum(map(share, ("timeout_rate", "error_rate", "drop_rate"))) > 1:
+        raise click.UsageError("the shares of 408s, 500s and drops add up to more than 1")
 
     behaviour = Behaviour(
         rate=kw["rate"],

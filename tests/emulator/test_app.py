@@ -228,10 +228,37 @@ def test_batches_move_through_their_lifecycle_as_boto3_sees_it() -> None:
         assert settled not in listed and growing in listed
 
 
-def _put(url: str) -> Any:
-    request = urllib.request.Request(url, method="PUT")
+def _put(url: str, method: str = "PUT") -> Any:
+    request = urllib.request.Request(url, method=method)
     with urllib.request.urlopen(request) as response:
         return orjson.loads(response.read())
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "s3"),
+        ("PUT", "s3?uri=notanuri"),
+        ("PUT", "s3?uri=s3://bucket/key&uri=s3://bucket/other"),
+        ("POST", "batches"),
+        ("POST", "batches?size=5"),
+        ("POST", "batches?sizes=1&sizes=2"),
+        ("POST", "batches?sizes=1&submitting=maybe"),
+        ("POST", "batches?sizes=x"),
+        ("POST", "batches/{id}/cancel?now=1"),
+        ("POST", "rotate-tokens?all=1"),
+        ("GET", "counters?reset=yes"),
+        ("GET", "counters?rest=1"),
+    ],
+)
+def test_control_calls_with_a_missing_unknown_or_repeated_parameter_are_400(
+    method: str, path: str
+) -> None:
+    with run_emulator_in_thread(Dataset(batches=1)) as emulator:
+        url = f"{emulator.endpoint_url}/_emulator/{path.format(id=emulator.batch_ids[0])}"
+        with pytest.raises(urllib.error.HTTPError, match="400"):
+            _put(url, method)
+        assert len(emulator.dataset.batches) == 1 and emulator.app.objects == {}
 
 
 def test_quota_changes_and_a_neighbour_through_control_endpoints() -> None:

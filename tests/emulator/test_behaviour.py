@@ -1,3 +1,7 @@
+import math
+
+import pytest
+
 from omics_batch_runs.emulator import Behaviour
 from omics_batch_runs.emulator.behaviour import TokenBucket
 
@@ -27,3 +31,18 @@ def test_a_changed_quota_keeps_what_the_bucket_holds() -> None:
     assert [b.throttled("ListRunsInBatch") for _ in range(3)] == [False, False, True]
     b.set_quota(None)
     assert not any(b.throttled("ListRunsInBatch") for _ in range(50))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"timeout_rate": 0.5, "error_rate": 0.4, "drop_rate": 0.3},  # 1.2 of every request
+        {"drop_rate": -0.1},
+        {"latency_ms": math.nan},
+        {"latency_ms": math.inf},
+        {"rate": None, "burst": 5},
+    ],
+)
+def test_behaviour_that_cannot_be_is_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        Behaviour(**bad)  # type: ignore[arg-type]

@@ -198,7 +198,7 @@ class EmulatorApp:
     async def quota_view(self, request: web.Request) -> web.Response:
         """Not an AWS API: `?rate=20[&burst=20]` changes the quota now (`rate=none`: none)."""
         try:
-            query = _query(request, required="rate", optional="burst")
+            query = _query(request, required=("rate",), optional=("burst",))
             rate = None if query["rate"] == "none" else float(query["rate"])
             burst = float(query["burst"]) if "burst" in query else None
             self.behaviour.set_quota(rate, burst)
@@ -209,7 +209,7 @@ class EmulatorApp:
     async def neighbour_view(self, request: web.Request) -> web.Response:
         """Not an AWS API: `?rps=3` starts another tool's steady calls on the quota (0 stops)."""
         try:
-            rps = float(_query(request, required="rps")["rps"])
+            rps = float(_query(request, required=("rps",))["rps"])
             self.set_neighbour(rps)
         except ValueError as e:
             raise web.HTTPBadRequest(text=str(e)) from None
@@ -218,16 +218,25 @@ class EmulatorApp:
     async def counters_view(self, request: web.Request) -> web.Response:
         """Not an AWS API: what the emulator saw, for benchmarks and tests in other processes.
         `?reset=1` zeroes the counters after reading them."""
+        try:
+            reset = _query(request, optional=("reset",)).get("reset", "0")
+            if reset not in ("0", "1"):
+                raise ValueError("reset: 1 or 0")
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
         body = orjson.dumps(dataclasses.asdict(self.counters))
-        if request.query.get("reset"):
+        if reset == "1":
             self.counters.reset()
         return web.Response(body=body, content_type="application/json")
 
     async def add_view(self, request: web.Request) -> web.Response:
         """Not an AWS API: `?sizes=100,0,2500[&submitting=1]` starts new batches."""
         try:
-            sizes = [int(s) for s in request.query.get("sizes", "").split(",") if s]
-            added = self.dataset.add(sizes, submitting=request.query.get("submitting") == "1")
+            query = _query(request, required=("sizes",), optional=("submitting",))
+            sizes = [int(s) for s in query["sizes"].split(",")]
+            if query.get("submitting", "0") not in ("0", "1"):
+                raise ValueError("submitting: 1 or 0")
+            added = self.dataset.add(sizes, submitting=query.get("submitting") == "1")
         except ValueError as e:
             raise web.HTTPBadRequest(text=str(e)) from None
         return web.json_response({"ids": [b.id for b in added]})
@@ -244,6 +253,10 @@ class EmulatorApp:
         if action is None:
             raise web.HTTPNotFound(text=f"actions: {', '.join(actions)}")
         try:
+            _query(request)
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
+        try:
             action(request.match_info["batchId"])
         except KeyError:
             raise web.HTTPNotFound(text="no such batch") from None
@@ -253,11 +266,22 @@ class EmulatorApp:
 
     async def put_object_view(self, request: web.Request) -> web.Response:
         """Not an AWS API: `?uri=s3://bucket/key` holds an object for s3UriSettings."""
-        self.objects[request.query["uri"]] = await request.read()
+        try:
+            uri = _query(request, required=("uri",))["uri"]
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            if not uri.startswith("s3://") or not bucket or not key:
+                raise ValueError(f"uri must be s3://bucket/key, not {uri!r}")
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
+        self.objects[uri] = await request.read()
         return web.json_response({"ok": True})
 
     async def rotate_view(self, request: web.Request) -> web.Response:
         """Not an AWS API: refuse every token given out so far."""
+        try:
+            _query(request)
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=str(e)) from None
         self.rotate_tokens()
         return web.json_response({"ok": True})
 
@@ -591,14 +615,17 @@ def _body(key: str, listing: bytes, token: str | None) -> bytes:
     return b'{"' + key.encode() + b'":' + listing + tail
 
 
-def _query(request: web.Request, *, required: str, optional: str = "") -> dict[str, str]:
+def _query(
+    request: web.Request, *, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()
+) -> dict[str, str]:
     """A control call's parameters, each once, none unknown: a typo must not pass unseen."""
-    known = {required, optional} - {""}
+    known = {*required, *optional}
     for name in request.query:
         if name not in known:
             raise ValueError(f"unknown parameter {name!r}; known: {', '.join(sorted(known))}")
         if len(request.query.getall(name)) > 1:
             raise ValueError(f"{name} given more than once")
-    if required not in request.query:
-        raise ValueError(f"{required} is required")
+    for name in required:
+        if name not in request.query:
+            raise ValueError(f"{name} is required")
     return dict(request.query)

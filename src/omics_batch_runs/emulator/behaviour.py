@@ -57,6 +57,11 @@ def check_neighbour(rps: float) -> None:
         raise ValueError(f"neighbour calls/s must be 0 to 1000, not {rps!r}")
 
 
+def check_faults(*rates: float) -> None:
+    if not all(_number(r) and 0 <= r <= 1 for r in rates) or sum(rates) > 1:
+        raise ValueError(f"fault shares must be 0 to 1 and add up to 1 at most, not {rates!r}")
+
+
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -78,6 +83,9 @@ class Behaviour:
     def __post_init__(self) -> None:
         check_quota(self.rate, self.burst)
         check_neighbour(self.neighbour_rps)
+        check_faults(self.timeout_rate, self.error_rate, self.drop_rate)
+        if not (_number(self.latency_ms) and 0 <= self.latency_ms < math.inf):
+            raise ValueError(f"latency must be a number of ms, 0 or more, not {self.latency_ms!r}")
         self._rng = random.Random(self.seed)
         self._buckets: dict[str, TokenBucket] = {}
         self._scripted: deque[Fault | None] = deque()
