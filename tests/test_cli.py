@@ -73,6 +73,7 @@ def test_bad_emulator_input(
         (["{id}", "--endpoint-url", "127.0.0.1:18080"], "is not a URL (give its scheme)"),
         (["{id}", "--endpoint-url", "http://127.0.0.1:99999"], "Port out of range"),
         (["{id}", "--endpoint-url", "http://127.0.0.1:abc"], "is not a URL"),
+        (["{id}", "--endpoint-url", "ftp://127.0.0.1:1"], "is not a URL (http or https only)"),
         (["{id}", "--endpoint-url", "http://[::1"], "Invalid IPv6 URL"),
         (["{id}", "--endpoint-url", "http:// 127.0.0.1:1"], "is not a URL"),
         (["{id}", "--endpoint-url", "http://127.0.0.1:1/ "], "it holds a space"),

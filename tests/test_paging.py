@@ -253,6 +253,16 @@ async def test_bad_input_is_refused_before_any_request(emulator: Emulator) -> No
         await collect(emulator.batch_ids, emulator, rate=AdaptiveRate(), max_rps=3)
     with pytest.raises(InvalidInput, match="AdaptiveRate"):
         await collect(emulator.batch_ids, emulator, rate=5)
+    with pytest.raises(InvalidInput, match="callable"):
+        await collect(emulator.batch_ids, emulator, on_error=3)
+    with pytest.raises(InvalidInput, match="not both"):
+        await collect(emulator.batch_ids, emulator, on_error=print, fail_fast=True)
+    ids, url = emulator.batch_ids, emulator.endpoint_url
+    for endpoint in ("garbage", f"{url}/x", "ftp://127.0.0.1:1"):
+        with pytest.raises(InvalidInput, match="is not a URL"):
+            await iter_runs(ids, endpoint_url=endpoint).__anext__()
+    with pytest.raises(InvalidInput, match="aiobotocore omics client"):
+        await iter_runs(ids, client=object()).__anext__()
     assert emulator.counters.requests == {}
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 import anyio
 import click
@@ -23,11 +21,12 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
 )
-from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url, validate_region_name
+from botocore.utils import validate_region_name
 from rich.console import Console
 
 from . import __version__
 from .checkpoint import CheckpointError, CheckpointWriteError
+from .client import check_endpoint_url
 from .discovery import batch_filter
 from .errors import BatchError, InvalidInput, error_code, error_message
 from .export import ExportProgress, prepare, run_export
@@ -90,30 +89,8 @@ def _endpoint_url(given: str | None) -> str | None:
                 break
     if url is None:
         return None
-    problem = _url_problem(url)
-    if problem:
-        shown = re.sub(r"//[^/@]*@", "//[redacted]@", url)  # a password stays out of the line
-        _fail(f"{name} {shown!r} is not a URL ({problem}), such as http://127.0.0.1:8080")
+    check_endpoint_url(url, name)
     return url
-
-
-def _url_problem(url: str) -> str | None:
-    """What is wrong with an endpoint URL, as botocore would find it only when sending."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # out of range or not a number: ValueError
-    except ValueError as e:
-        return str(e)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return "give its scheme"
-    if parts.username or parts.password:
-        return "no user or password in it"
-    if any(c.isspace() for c in url):
-        return "it holds a space"
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        return "give no path"
-    host_ok = is_valid_endpoint_url(url) or is_valid_ipv6_endpoint_url(url)
-    return None if host_ok and port != 0 else "not a valid host and port"
 
 
 RUN_FILTERS = ("--submission-status", "--run-setting-id", "--run-id")

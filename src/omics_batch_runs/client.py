@@ -4,19 +4,23 @@ run-batch operations added to botocore models that predate them."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio.to_thread
 from aiobotocore.session import AioSession, get_session
 from botocore.config import Config
 from botocore.loaders import create_loader
 from botocore.session import Session
+from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
 
+from .errors import InvalidInput
 from .service import API_VERSION, SERVICE_NAME
 
 _DATA = Path(__file__).parent / "data"
@@ -58,6 +62,36 @@ def aiobotocore_session(session: Any = None) -> AioSession:
     if isinstance(inner, AioSession):
         return inner
     raise TypeError(f"expected an aiobotocore or aioboto3 session, got {type(session).__name__}")
+
+
+def check_endpoint_url(url: object, name: str = "endpoint_url") -> None:
+    """Refuse, before any request, an endpoint botocore would fail on only when sending."""
+    problem = _url_problem(url) if isinstance(url, str) else "not a string"
+    if problem:
+        shown = re.sub(r"//[^/@]*@", "//[redacted]@", str(url))  # a password stays out of it
+        raise InvalidInput(
+            f"{name} {shown!r} is not a URL ({problem}), such as http://127.0.0.1:8080"
+        )
+
+
+def _url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # out of range or not a number: ValueError
+    except ValueError as e:
+        return str(e)
+    if not parts.scheme or not parts.netloc:
+        return "give its scheme"
+    if parts.scheme not in ("http", "https"):
+        return "http or https only"
+    if parts.username or parts.password:
+        return "no user or password in it"
+    if any(c.isspace() for c in url):
+        return "it holds a space"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "give no path"
+    host_ok = is_valid_endpoint_url(url) or is_valid_ipv6_endpoint_url(url)
+    return None if host_ok and port != 0 else "not a valid host and port"
 
 
 def _configured_endpoint() -> bool:

@@ -124,7 +124,10 @@ def _unhook(events: Any) -> None:
 
 def check_retries_off(client: Any) -> None:
     """A client's own retries would hide throttles from the rate controller and the counts."""
-    retries = getattr(client.meta.config, "retries", None) or {}
+    config = getattr(getattr(client, "meta", None), "config", None)
+    if config is None or not hasattr(client, "list_runs_in_batch"):
+        raise InvalidInput(f"client= must be an aiobotocore omics client, not {client!r:.60}")
+    retries = getattr(config, "retries", None) or {}
     if retries.get("total_max_attempts") != 1:
         raise InvalidInput(
             "client= has botocore's own retries on; create it with "

@@ -49,7 +49,7 @@ from botocore.exceptions import (
     TokenRetrievalError,
 )
 
-from .client import open_client
+from .client import check_endpoint_url, open_client
 from .dispatch import Dispatcher, check_retries_off
 from .errors import BatchError, BatchesFailed, InvalidInput, UnsupportedEventLoop
 from .options import FetchOptions, check_batch_id
@@ -152,6 +152,12 @@ class PageStream:
             batch_ids = [check_batch_id(b) for b in batch_ids]  # all checked before any request
         if client is not None:
             check_retries_off(client)
+        if endpoint_url is not None:
+            check_endpoint_url(endpoint_url)
+        if on_error is not None and not callable(on_error):
+            raise InvalidInput(f"on_error must be callable, not {type(on_error).__name__}")
+        if on_error is not None and self.options.fail_fast:
+            raise InvalidInput("give on_error or fail_fast, not both: one says go on, one stop")
         self.stats = stats if stats is not None else FetchStats()
         self._ids = batch_ids
         self._client_args: dict[str, Any] = {

@@ -35,7 +35,7 @@ from typing import Any
 import anyio
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .client import open_client
+from .client import check_endpoint_url, open_client
 from .discovery import list_batches, pages, side_dispatcher
 from .dispatch import Dispatcher
 from .errors import BatchError, InvalidInput, error_code
@@ -328,6 +328,8 @@ async def sync(
     if selection.discover is not None and selection.batch_ids:
         raise InvalidInput("give a Selection batch ids or discover, not both")
     selection = Selection([check_batch_id(b) for b in selection.batch_ids], selection.discover)
+    if endpoint_url is not None:
+        check_endpoint_url(endpoint_url)
     progress = progress if progress is not None else ExportProgress()
     result = SyncResult()
     mirror = Mirror.open(db)
