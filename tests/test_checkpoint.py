@@ -38,11 +38,14 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("other", "named"),
     [
-        (Job.of("/data/other.jsonl", ["7", "8"], None, {}, 100), "the output (/data/out.jsonl)"),
-        (Job.of("/data/out.jsonl", ["7", "9"], None, {}, 100), "the batches (2 batch ids"),
+        (
+            Job.of("/data/other.jsonl", ["7", "8"], None, {}, 100),
+            "the output: /data/out.jsonl there, /data/other.jsonl here",
+        ),
+        (Job.of("/data/out.jsonl", ["7", "9"], None, {}, 100), "the batches: 2 batch ids"),
         (Job.of("/data/out.jsonl", [], {"status": "PROCESSED"}, {}, 100), "the batches"),
         (Job.of("/data/out.jsonl", ["7", "8"], None, {"runId": "1"}, 100), "the run filters"),
-        (Job.of("/data/out.jsonl", ["7", "8"], None, {}, 50), "the page size (100)"),
+        (Job.of("/data/out.jsonl", ["7", "8"], None, {}, 50), "the page size: 100 there, 50 here"),
     ],
 )
 def test_a_checkpoint_of_another_export_is_refused_saying_what_differs(

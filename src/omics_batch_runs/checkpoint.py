@@ -120,9 +120,11 @@ class Checkpoint:
             raise invalid from None
         differ = [n for n in _NAMES if getattr(saved, n) != getattr(job, n)]
         if differ:
-            what = ", ".join(f"{_NAMES[n]} ({getattr(saved, n)})" for n in differ)
+            what = "; ".join(
+                f"{_NAMES[n]}: {getattr(saved, n)} there, {getattr(job, n)} here" for n in differ
+            )
             raise CheckpointError(
-                f"checkpoint {path} belongs to another export: {what} differ; "
+                f"checkpoint {path} belongs to another export ({what}); "
                 "run that export, or use another checkpoint"
             )
         return state
