@@ -2,8 +2,9 @@
 
 1. idle quota: 10 req/s, burst 10; the share of the quota turned into pages, and of
    requests throttled, in every run (median and worst);
-2. a neighbour (hosted by the emulator) calls steadily at 3 req/s on the same quota: the
-   share of the 7 req/s left that the export takes, and how often the neighbour is throttled;
+2. a neighbour calls steadily at 3 req/s on the same quota: the share of the 7 req/s left
+   that the export takes, and how often the neighbour is throttled; once hosted by the
+   emulator, once a boto3 client of its own over HTTP (as another team's tool would be);
 3. the quota changes during the run (10, then 20, then 5 req/s): pages/s from 5 s after
    each change until the next, against the new quota;
 4. two exports of the same kind started together on one account, each with half the
@@ -46,6 +47,7 @@ class Scenario:
     batches: int
     seed: int
     neighbour: float = 0.0
+    neighbour_client: bool = False  # a boto3 client over HTTP, not hosted by the emulator
     changes: tuple[tuple[float, float], ...] = ()
     processes: int = 1
     repeats_ours: int = 3
@@ -54,6 +56,15 @@ class Scenario:
 SCENARIOS = (
     Scenario("idle quota", "10 req/s, burst 10", 40, 3, repeats_ours=10),
     Scenario("beside a neighbour", "a steady 3 req/s on the same 10 req/s quota", 40, 3, 3.0),
+    Scenario(
+        "beside a neighbour client",
+        "a boto3 client of its own calling 3 times a second, same quota",
+        40,
+        3,
+        3.0,
+        neighbour_client=True,
+        repeats_ours=5,
+    ),
     Scenario("quota changes", "10, then 20 after 20 s, then 5 after 50 s", 60, 7, 0.0, CHANGES),
     Scenario("two exports", "two processes at once, half the batches each", 60, 3, processes=2),
 )
@@ -66,7 +77,43 @@ def _request(url: str, method: str = "GET") -> Any:
 
 def _emulator_args(scenario: Scenario) -> list[str]:
     args = ["--seed", str(scenario.seed), "--rate", str(QUOTA), "--burst", str(QUOTA)]
-    return [*args, "--latency-ms", "30", "--neighbour-rps", str(scenario.neighbour)]
+    hosted = 0.0 if scenario.neighbour_client else scenario.neighbour
+    return [*args, "--latency-ms", "30", "--neighbour-rps", str(hosted)]
+
+
+class NeighbourClient:
+    """Another tool on the account: boto3, its retries off, one call every 1/rps seconds on
+    a fixed schedule, throttles counted and not retried."""
+
+    def __init__(self, url: str, rps: float) -> None:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(inject_host_prefix=False, retries={"total_max_attempts": 1})
+        self._client = boto3.client("omics", endpoint_url=url, config=config)
+        self._batch = self._client.list_batch(maxItems=1)["items"][0]["id"]
+        self._period = 1.0 / rps
+        self._stop = threading.Event()
+        self.calls = self.throttled = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        due = time.monotonic()
+        while not self._stop.is_set():
+            due += self._period
+            self._stop.wait(max(0.0, due - time.monotonic()))
+            if self._stop.is_set():
+                return
+            self.calls += 1
+            try:
+                self._client.list_runs_in_batch(batchId=self._batch, maxItems=1)
+            except self._client.exceptions.ThrottlingException:
+                self.throttled += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 def _halves(url: str, parts: int) -> list[list[str]]:
@@ -100,9 +147,14 @@ def run_once(
     start_emulator: StartEmulator, scenario: Scenario, client: str, tmp: Path
 ) -> dict[str, Any]:
     emulator, url = start_emulator(_emulator_args(scenario), scenario.batches, None)
+    other: NeighbourClient | None = None
     try:
         groups = _halves(url, scenario.processes)
+        if scenario.neighbour_client:
+            other = NeighbourClient(url, scenario.neighbour)
+            time.sleep(3.0)  # calling steadily before the export comes
         _request(f"{url}/_emulator/counters?reset=1")
+        before = (other.calls, other.throttled) if other is not None else (0, 0)
         processes = []
         for k, group in enumerate(groups):
             ids = tmp / f"ids-{k}.txt"
@@ -126,7 +178,15 @@ def run_once(
             outputs.append(orjson.loads(out.decode().strip().splitlines()[-1]))
         changer.join()
         counters = _request(f"{url}/_emulator/counters")
+        if other is not None:
+            # Its calls went through the emulator as the export's did: count them apart.
+            calls, throttled = other.calls - before[0], other.throttled - before[1]
+            counters["requests"]["ListRunsInBatch"] -= calls
+            counters["throttled"] -= throttled
+            counters["neighbour_requests"], counters["neighbour_throttled"] = calls, throttled
     finally:
+        if other is not None:
+            other.stop()
         emulator.terminate()
         emulator.wait(10)
     return measure(scenario, outputs, counters, changed)
