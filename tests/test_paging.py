@@ -32,7 +32,7 @@ from omics_batch_runs import (
     iter_runs,
     open_runs,
 )
-from omics_batch_runs.client import open_client
+from omics_batch_runs.client import _bundled_model_lacks_batches, open_client
 from omics_batch_runs.emulator import Behaviour, Dataset, Emulator, Fault, run_emulator
 
 from .conftest import by_key, reference_runs
@@ -568,5 +568,23 @@ async def test_a_borrowed_client_with_its_own_retries_is_refused(emulator: Emula
         "omics", endpoint_url=emulator.endpoint_url, config=config
     ) as omics:
         with pytest.raises(InvalidInput, match="total_max_attempts': 1"):
+            await collect(emulator.batch_ids, emulator, client=omics)
+    assert emulator.counters.requests == {}
+
+
+@pytest.mark.skipif(
+    not _bundled_model_lacks_batches(), reason="this botocore has the run-batch operations"
+)
+async def test_a_borrowed_client_without_the_operations_says_how_to_add_them(
+    emulator: Emulator,
+) -> None:
+    from aiobotocore.session import get_session
+    from botocore.config import Config
+
+    config = Config(inject_host_prefix=False, retries={"total_max_attempts": 1})
+    async with get_session().create_client(
+        "omics", endpoint_url=emulator.endpoint_url, config=config
+    ) as omics:
+        with pytest.raises(InvalidInput, match="add_missing_operations"):
             await collect(emulator.batch_ids, emulator, client=omics)
     assert emulator.counters.requests == {}

@@ -122,10 +122,13 @@ def _unhook(events: Any) -> None:
             events.unregister(event, handler, unique_id=unique_id)
 
 
-def check_retries_off(client: Any) -> None:
-    """A client's own retries would hide throttles from the rate controller and the counts."""
-    config = getattr(getattr(client, "meta", None), "config", None)
-    if config is None or not hasattr(client, "list_runs_in_batch"):
+def check_client(client: Any) -> None:
+    """A borrowed client: an omics one, that knows ListRunsInBatch, with botocore's retries
+    off (they would hide throttles from the rate controller and the counts)."""
+    meta = getattr(client, "meta", None)
+    config = getattr(meta, "config", None)
+    model = getattr(meta, "service_model", None)
+    if config is None or getattr(model, "service_name", None) != "omics":
         raise InvalidInput(f"client= must be an aiobotocore omics client, not {client!r:.60}")
     retries = getattr(config, "retries", None) or {}
     if retries.get("total_max_attempts") != 1:
@@ -133,6 +136,11 @@ def check_retries_off(client: Any) -> None:
             "client= has botocore's own retries on; create it with "
             "botocore.config.Config(retries={'total_max_attempts': 1}) so that every retry "
             "is paced and counted here"
+        )
+    if not hasattr(client, "list_runs_in_batch"):
+        raise InvalidInput(
+            "client= has no ListRunsInBatch (its botocore predates the run-batch operations): "
+            "call add_missing_operations(session) before creating it"
         )
 
 

@@ -50,7 +50,7 @@ from botocore.exceptions import (
 )
 
 from .client import check_endpoint_url, open_client
-from .dispatch import Dispatcher, check_retries_off
+from .dispatch import Dispatcher, check_client
 from .errors import BatchError, BatchesFailed, InvalidInput, UnsupportedEventLoop
 from .options import FetchOptions, check_batch_id
 from .rate import AdaptiveRate
@@ -151,7 +151,7 @@ class PageStream:
         if isinstance(batch_ids, Sequence):
             batch_ids = [check_batch_id(b) for b in batch_ids]  # all checked before any request
         if client is not None:
-            check_retries_off(client)
+            check_client(client)
         if endpoint_url is not None:
             check_endpoint_url(endpoint_url)
         if on_error is not None and not callable(on_error):
