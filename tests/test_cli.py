@@ -33,6 +33,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["--timeout-rate", "0.5", "--error-rate", "0.4", "--drop-rate", "0.3"], "add up to"),
         (["--fault-rate", "0.9", "--drop-rate", "0.9"], "add up to more than 1"),
         (["--batches", "100000000"], "not in the range 0<=x<=1000000"),
+        (["--fault-rate", "nan"], "nan is not a finite number"),
         (["--burst", "5"], "--burst needs --rate"),
     ],
 )
@@ -262,6 +263,24 @@ def test_an_sso_profile_not_logged_in_is_one_line_before_any_request(
     err = capsys.readouterr().err
     assert code == 2 and "SSO" in err and err.count("\n") == 1, err
     assert not out.exists() and served.counters.requests == {}
+
+
+def test_a_credential_process_printing_garbage_is_one_line_before_any_request(
+    served: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = tmp_path / "config"
+    config.write_text("[profile garbage]\ncredential_process = echo not json\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    argv = ["export", served.batch_ids[0], "--profile", "garbage", "-o", str(tmp_path / "o")]
+    code = run([*argv, "--endpoint-url", served.endpoint_url])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot load the AWS credentials" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists() and served.counters.requests == {}
 
 
 def test_a_control_character_in_a_key_is_one_line_before_any_request(

@@ -27,6 +27,7 @@ def test_bad_batch_ids(bad: object) -> None:
         ({"max_rps": 0}, "max rps"),
         ({"max_rps": 1e-300}, "max rps must be a number from 0.001 to 100000"),
         ({"max_rps": 1e6}, "max rps"),
+        ({"fail_fast": "false"}, "fail fast must be True or False"),
         ({"max_attempts": 0}, "max attempts"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
@@ -220,12 +221,14 @@ def test_an_unreachable_endpoint_ends_with_4_as_the_export_does(tmp_path: Path) 
         ("{tmp}/garbage.db", "is not a mirror database"),
         ("{tmp}/garbage.db/m.db", "does not exist"),
         ("{tmp}/eu.db", "mirrors Region eu-west-1, not us-east-1"),
+        ("{tmp}/fifo", "is not a regular file"),  # SQLite would fail on it mid-sync
     ],
 )
 def test_a_bad_database_is_refused_before_any_request(
     served: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], db: str, message: str
 ) -> None:
     (tmp_path / "garbage.db").write_text("not a database\n")
+    os.mkfifo(tmp_path / "fifo")
     eu = tmp_path / "eu.db"
     run_cli(["sync", served.batch_ids[0], "--db", str(eu), "--region", "eu-west-1",
              "--endpoint-url", served.endpoint_url])  # fmt: skip
@@ -320,6 +323,13 @@ def test_runs_listruns_no_longer_returns_keep_their_last_status(tmp_path: Path) 
         assert executions(db) == seen
 
 
+def _some_runs_in(db: Path) -> bool:
+    try:
+        return db.exists() and bool(mirrored(db))
+    except sqlite3.OperationalError:  # the file is there, its tables not yet
+        return False
+
+
 def test_sigterm_exits_130_and_the_same_command_goes_on(tmp_path: Path) -> None:
     slow = Behaviour(latency_ms=30)
     with run_emulator_in_thread(Dataset(seed=25, runs_per_batch=1000, batches=20), slow) as emu:
@@ -328,7 +338,7 @@ def test_sigterm_exits_130_and_the_same_command_goes_on(tmp_path: Path) -> None:
         command += ["--endpoint-url", emu.endpoint_url, "--db", str(db), "--concurrency", "2"]
         process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
-        while not (db.exists() and mirrored(db)):
+        while not _some_runs_in(db):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)

@@ -252,12 +252,18 @@ async def _session(kw: dict[str, Any]) -> AioSession:
         if kw["emulator"]:
             session.set_credentials("emulator", "emulator")
             kw["region"] = kw["region"] or "us-east-1"
-        elif (credentials := await session.get_credentials()) is None:
-            _fail("no AWS credentials found: set AWS_PROFILE, --profile or AWS_* variables")
         else:
             # Loaded now (an SSO login, a role to assume), not at the first request; and
             # checked: a stray newline in a key would fail every request, after retries.
-            frozen = await credentials.get_frozen_credentials()
+            try:
+                credentials = await session.get_credentials()
+                frozen = credentials and await credentials.get_frozen_credentials()
+            except BotoCoreError:
+                raise
+            except Exception as e:  # a credential_process printing garbage, expired keys...
+                _fail(redact(f"cannot load the AWS credentials: {type(e).__name__}: {e}"))
+            if not frozen:
+                _fail("no AWS credentials found: set AWS_PROFILE, --profile or AWS_* variables")
             if any(_unprintable(part) for part in frozen if part):
                 _fail("the AWS credentials hold a control character (a stray newline?)")
         # botocore reads AWS_DEFAULT_REGION only; the AWS CLI v2 and the SDKs read AWS_REGION.
@@ -655,13 +661,23 @@ def _finite(_: click.Context, __: click.Parameter, value: float | None) -> float
 @click.option(
     "--fault-rate",
     type=click.FloatRange(0, 1),
+    callback=_finite,
     default=0.0,
     show_default=True,
     help="Share of requests failed, evenly as 408, 500 and dropped connections.",
 )
-@click.option("--timeout-rate", type=click.FloatRange(0, 1), help="Share answered 408.")
-@click.option("--error-rate", type=click.FloatRange(0, 1), help="Share answered 500.")
-@click.option("--drop-rate", type=click.FloatRange(0, 1), help="Share of connections dropped.")
+@click.option(
+    "--timeout-rate", type=click.FloatRange(0, 1), callback=_finite, help="Share answered 408."
+)
+@click.option(
+    "--error-rate", type=click.FloatRange(0, 1), callback=_finite, help="Share answered 500."
+)
+@click.option(
+    "--drop-rate",
+    type=click.FloatRange(0, 1),
+    callback=_finite,
+    help="Share of connections dropped.",
+)
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Same seed, same data and tokens."
 )

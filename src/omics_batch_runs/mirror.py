@@ -160,6 +160,8 @@ class Mirror:
         if not path.parent.is_dir():
             raise MirrorError(f"--db directory {path.parent} does not exist")
         new = not path.exists()
+        if not new and not path.is_file():
+            raise MirrorError(f"--db {text} is not a regular file")
         if new and not create:
             raise MirrorError(f"no mirror at --db {text}: run `omics-batch-runs sync` first")
         try:

@@ -78,6 +78,8 @@ class FetchOptions:
         check_max_rps(self.max_rps)
         if not _number(self.backoff) or not 0 <= self.backoff < math.inf:
             raise InvalidInput(f"backoff must be a number of seconds, not {self.backoff!r}")
+        if not isinstance(self.fail_fast, bool):
+            raise InvalidInput(f"fail fast must be True or False, not {self.fail_fast!r}")
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
             raise InvalidInput(f"max attempts must be an integer, not {self.max_attempts!r}")
         if self.max_attempts < 1:

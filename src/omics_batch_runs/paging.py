@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import weakref
 from collections.abc import (
@@ -154,8 +155,11 @@ class PageStream:
             check_client(client)
         if endpoint_url is not None:
             check_endpoint_url(endpoint_url)
-        if on_error is not None and not callable(on_error):
-            raise InvalidInput(f"on_error must be callable, not {type(on_error).__name__}")
+        if on_error is not None and (
+            not callable(on_error) or inspect.iscoroutinefunction(on_error)
+        ):
+            # An async one would be called and never awaited: its failures lost unseen.
+            raise InvalidInput(f"on_error must be a plain function, not {on_error!r:.60}")
         if on_error is not None and self.options.fail_fast:
             raise InvalidInput("give on_error or fail_fast, not both: one says go on, one stop")
         self.stats = stats if stats is not None else FetchStats()

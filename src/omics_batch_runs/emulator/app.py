@@ -622,7 +622,8 @@ def _query(
     known = {*required, *optional}
     for name in request.query:
         if name not in known:
-            raise ValueError(f"unknown parameter {name!r}; known: {', '.join(sorted(known))}")
+            takes = ", ".join(sorted(known)) if known else "none"
+            raise ValueError(f"unknown parameter {name!r}; this call takes: {takes}")
         if len(request.query.getall(name)) > 1:
             raise ValueError(f"{name} given more than once")
     for name in required:
