@@ -69,4 +69,6 @@ def setup_logging(level: str, fmt: str, console: Console) -> None:
     logger.propagate = False
     # Without a handler of its own, another library's warning (and its traceback) would
     # reach stderr through logging's last resort.
-    logging.getLogger().addHandler(logging.NullHandler())
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
