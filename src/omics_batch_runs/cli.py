@@ -699,19 +699,19 @@ def emulator(**kw: Any) -> None:
     def share(name: str) -> float:
         return float(third if kw[name] is None else kw[name])
 
-    if sum(map(share, ("timeout_rate", "error_rate", "drop_rate"))) > 1:
-        raise click.UsageError("the shares of 408s, 500s and drops add up to more than 1")
-
-    behaviour = Behaviour(
-        rate=kw["rate"],
-        burst=kw["burst"],
-        latency_ms=kw["latency_ms"],
-        timeout_rate=share("timeout_rate"),
-        error_rate=share("error_rate"),
-        drop_rate=share("drop_rate"),
-        seed=kw["seed"],
-        neighbour_rps=kw["neighbour_rps"],
-    )
+    try:
+        behaviour = Behaviour(
+            rate=kw["rate"],
+            burst=kw["burst"],
+            latency_ms=kw["latency_ms"],
+            timeout_rate=share("timeout_rate"),
+            error_rate=share("error_rate"),
+            drop_rate=share("drop_rate"),
+            seed=kw["seed"],
+            neighbour_rps=kw["neighbour_rps"],
+        )
+    except ValueError as e:  # its own checks, such as fault shares adding up to over 1
+        raise click.UsageError(str(e)) from None
 
     def announce(running: Any) -> None:
         total = sum(b.total_runs for b in dataset.batches)

@@ -245,6 +245,8 @@ class AdaptiveRate:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not asyncio: the lock's own backend
             return
+        if loop is self._loop:
+            return  # bound to it already: no lock on the way of every request
         with self._binding:
             if self._loop is not loop and self._loop is not None and self._loop.is_running():
                 raise UnsupportedEventLoop(

@@ -218,14 +218,9 @@ class EmulatorApp:
     async def counters_view(self, request: web.Request) -> web.Response:
         """Not an AWS API: what the emulator saw, for benchmarks and tests in other processes.
         `?reset=1` zeroes the counters after reading them."""
-        try:
-            reset = _query(request, optional=("reset",)).get("reset", "0")
-            if reset not in ("0", "1"):
-                raise ValueError("reset: 1 or 0")
-        except ValueError as e:
-            raise web.HTTPBadRequest(text=str(e)) from None
+        reset = _flag(_query(request, optional=("reset",)), "reset")
         body = orjson.dumps(dataclasses.asdict(self.counters))
-        if reset == "1":
+        if reset:
             self.counters.reset()
         return web.Response(body=body, content_type="application/json")
 
@@ -234,9 +229,7 @@ class EmulatorApp:
         try:
             query = _query(request, required=("sizes",), optional=("submitting",))
             sizes = [int(s) for s in query["sizes"].split(",")]
-            if query.get("submitting", "0") not in ("0", "1"):
-                raise ValueError("submitting: 1 or 0")
-            added = self.dataset.add(sizes, submitting=query.get("submitting") == "1")
+            added = self.dataset.add(sizes, submitting=_flag(query, "submitting"))
         except ValueError as e:
             raise web.HTTPBadRequest(text=str(e)) from None
         return web.json_response({"ids": [b.id for b in added]})
@@ -252,10 +245,7 @@ class EmulatorApp:
         action = actions.get(request.match_info["action"])
         if action is None:
             raise web.HTTPNotFound(text=f"actions: {', '.join(actions)}")
-        try:
-            _query(request)
-        except ValueError as e:
-            raise web.HTTPBadRequest(text=str(e)) from None
+        _query(request)
         try:
             action(request.match_info["batchId"])
         except KeyError:
@@ -266,22 +256,16 @@ class EmulatorApp:
 
     async def put_object_view(self, request: web.Request) -> web.Response:
         """Not an AWS API: `?uri=s3://bucket/key` holds an object for s3UriSettings."""
-        try:
-            uri = _query(request, required=("uri",))["uri"]
-            bucket, _, key = uri.removeprefix("s3://").partition("/")
-            if not uri.startswith("s3://") or not bucket or not key:
-                raise ValueError(f"uri must be s3://bucket/key, not {uri!r}")
-        except ValueError as e:
-            raise web.HTTPBadRequest(text=str(e)) from None
+        uri = _query(request, required=("uri",))["uri"]
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if not uri.startswith("s3://") or not bucket or not key:
+            raise web.HTTPBadRequest(text=f"uri must be s3://bucket/key, not {uri!r}")
         self.objects[uri] = await request.read()
         return web.json_response({"ok": True})
 
     async def rotate_view(self, request: web.Request) -> web.Response:
         """Not an AWS API: refuse every token given out so far."""
-        try:
-            _query(request)
-        except ValueError as e:
-            raise web.HTTPBadRequest(text=str(e)) from None
+        _query(request)
         self.rotate_tokens()
         return web.json_response({"ok": True})
 
@@ -618,15 +602,24 @@ def _body(key: str, listing: bytes, token: str | None) -> bytes:
 def _query(
     request: web.Request, *, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()
 ) -> dict[str, str]:
-    """A control call's parameters, each once, none unknown: a typo must not pass unseen."""
+    """A control call's parameters, each once, none unknown: a typo must not pass unseen.
+    Anything else is a 400."""
     known = {*required, *optional}
     for name in request.query:
         if name not in known:
             takes = ", ".join(sorted(known)) if known else "none"
-            raise ValueError(f"unknown parameter {name!r}; this call takes: {takes}")
+            raise web.HTTPBadRequest(text=f"unknown parameter {name!r}; this call takes: {takes}")
         if len(request.query.getall(name)) > 1:
-            raise ValueError(f"{name} given more than once")
+            raise web.HTTPBadRequest(text=f"{name} given more than once")
     for name in required:
         if name not in request.query:
-            raise ValueError(f"{name} is required")
+            raise web.HTTPBadRequest(text=f"{name} is required")
     return dict(request.query)
+
+
+def _flag(query: dict[str, str], name: str) -> bool:
+    """`1` or `0` (the default), and nothing else: `yes` or `maybe` is a 400."""
+    value = query.get(name, "0")
+    if value not in ("0", "1"):
+        raise web.HTTPBadRequest(text=f"{name}: 1 or 0, not {value!r}")
+    return value == "1"

@@ -58,8 +58,10 @@ def check_neighbour(rps: float) -> None:
 
 
 def check_faults(*rates: float) -> None:
-    if not all(_number(r) and 0 <= r <= 1 for r in rates) or sum(rates) > 1:
-        raise ValueError(f"fault shares must be 0 to 1 and add up to 1 at most, not {rates!r}")
+    if not all(_number(r) and 0 <= r <= 1 for r in rates):
+        raise ValueError(f"fault shares must be numbers from 0 to 1, not {rates!r}")
+    if sum(rates) > 1:
+        raise ValueError(f"the shares of 408s, 500s and drops add up to more than 1: {rates!r}")
 
 
 def _number(value: object) -> bool:
