@@ -242,21 +242,27 @@ def test_no_credentials_is_one_line(
     assert not out.exists()
 
 
+def _only_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: str) -> None:
+    """Credentials from this AWS config file alone, not from the environment."""
+    (tmp_path / "config").write_text(config)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+
+
 def test_an_sso_profile_not_logged_in_is_one_line_before_any_request(
     served: Emulator,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = tmp_path / "config"
-    config.write_text(
+    _only_profile(
+        tmp_path,
+        monkeypatch,
         "[profile sso]\nregion = us-east-1\nsso_start_url = https://x.awsapps.com/start\n"
-        "sso_region = us-east-1\nsso_account_id = 123456789012\nsso_role_name = r\n"
+        "sso_region = us-east-1\nsso_account_id = 123456789012\nsso_role_name = r\n",
     )
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
     monkeypatch.setenv("HOME", str(tmp_path))  # no cached SSO token
-    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
-    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     out = tmp_path / "out.jsonl"
     argv = ["export", served.batch_ids[0], "--profile", "sso", "-o", str(out)]
     code = run([*argv, "--endpoint-url", served.endpoint_url])
@@ -271,11 +277,7 @@ def test_a_credential_process_printing_garbage_is_one_line_before_any_request(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = tmp_path / "config"
-    config.write_text("[profile garbage]\ncredential_process = echo not json\n")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
-    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
-    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    _only_profile(tmp_path, monkeypatch, "[profile garbage]\ncredential_process = echo not json\n")
     argv = ["export", served.batch_ids[0], "--profile", "garbage", "-o", str(tmp_path / "o")]
     code = run([*argv, "--endpoint-url", served.endpoint_url])
     err = capsys.readouterr().err

@@ -563,32 +563,31 @@ async def test_a_borrowed_client_is_left_as_it_came(emulator: Emulator) -> None:
         assert handler_ids(omics) == before
 
 
-async def test_a_borrowed_client_with_its_own_retries_is_refused(emulator: Emulator) -> None:
-    from aiobotocore.session import get_session
-    from botocore.config import Config
-
-    config = Config(inject_host_prefix=False)  # botocore's default: legacy retries on
-    async with get_session().create_client(
-        "omics", endpoint_url=emulator.endpoint_url, config=config
-    ) as omics:
-        with pytest.raises(InvalidInput, match="total_max_attempts': 1"):
-            await collect(emulator.batch_ids, emulator, client=omics)
-    assert emulator.counters.requests == {}
-
-
-@pytest.mark.skipif(
-    not _bundled_model_lacks_batches(), reason="this botocore has the run-batch operations"
+@pytest.mark.parametrize(
+    ("retries", "message"),
+    [
+        (None, "total_max_attempts': 1"),  # botocore's default: legacy retries on
+        pytest.param(
+            {"total_max_attempts": 1},
+            "add_missing_operations",
+            marks=pytest.mark.skipif(
+                not _bundled_model_lacks_batches(),
+                reason="this botocore has the run-batch operations",
+            ),
+            id="without-the-operations",
+        ),
+    ],
 )
-async def test_a_borrowed_client_without_the_operations_says_how_to_add_them(
-    emulator: Emulator,
+async def test_a_borrowed_client_that_cannot_serve_is_refused_saying_why(
+    emulator: Emulator, retries: dict[str, int] | None, message: str
 ) -> None:
     from aiobotocore.session import get_session
     from botocore.config import Config
 
-    config = Config(inject_host_prefix=False, retries={"total_max_attempts": 1})
+    config = Config(inject_host_prefix=False, retries=retries)
     async with get_session().create_client(
         "omics", endpoint_url=emulator.endpoint_url, config=config
     ) as omics:
-        with pytest.raises(InvalidInput, match="add_missing_operations"):
+        with pytest.raises(InvalidInput, match=message):
             await collect(emulator.batch_ids, emulator, client=omics)
     assert emulator.counters.requests == {}
