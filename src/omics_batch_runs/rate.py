@@ -330,6 +330,9 @@ class AdaptiveRate:
         # answered yet or not, and on average half a token was left. Over a shorter
         # stretch ending here, the same is a lower bound (after a pause in sending, the
         # only one that holds): the estimate is the largest.
+        # Only the last seconds' sends, as `take` keeps them: a throttle may come with no send
+        # in between (answered late), and sends from before a long pause estimate nothing.
+        _forget_before(self._sends, now - _WINDOWS[-1] - 1.0)
         since = max(0.0, sent_at - self._active_from)
         estimate = 0.0
         for window in (*_WINDOWS, since):
